@@ -1,0 +1,1 @@
+"""captioning: image captioning on TensorFlow/Keras 3 (placeholder, filled in by the lead)."""
