@@ -1,0 +1,253 @@
+"""`python -m captioning <command>`: the pipeline from a shell.
+
+Commands: `synthetic`, `cache`, `train`, `evaluate`, `caption`, `export`. A mistake the user
+can fix (bad path, bad image, bad file, mismatched release) prints one line and exits 2
+(`caption` exits 1 when only some images failed); nothing prints a traceback for those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from captioning.errors import CaptioningError
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _quiet_backends():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    from captioning.config import CELLS, CONDITIONINGS, ENCODERS
+
+    parser = argparse.ArgumentParser(prog="python -m captioning",
+                                     description="Image captioning on TensorFlow/Keras 3.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("synthetic", help="write the synthetic shapes dataset")
+    p.add_argument("--out", required=True, help="folder to write images/ and captions into")
+    p.add_argument("--images", type=int, default=2000, help="number of images")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--format", choices=("csv", "flickr8k", "coco"), default="csv")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--shapes", type=int, default=1, choices=(1, 2, 3),
+                   help="shapes per image; 2 or 3 name relative positions (for attention)")
+
+    p = commands.add_parser("cache", help="run the encoder over every image once")
+    p.add_argument("--format", choices=("csv", "flickr8k", "coco", "karpathy"), required=True)
+    p.add_argument("--captions", nargs="+", required=True,
+                   help="captions file(s) (several COCO files at once)")
+    p.add_argument("--images", required=True, help="folder holding the images")
+    p.add_argument("--out", required=True, help="cache folder")
+    p.add_argument("--encoder", choices=ENCODERS, default="inception_v3")
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet (downloaded), none (random), or a local .h5 weights file")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--features", choices=("pooled", "grid"), default="pooled")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--strict", action="store_true",
+                   help="stop when an image listed in the captions is missing")
+    p.add_argument("--no-restval", action="store_true",
+                   help="karpathy: keep restval apart instead of folding it into train")
+
+    p = commands.add_parser("train", help="train a decoder on a cache and write a release")
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", required=True, help="run folder (resumed if it holds this run)")
+    p.add_argument("--config", help="a JSON file of CaptionConfig settings")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--cell", choices=CELLS)
+    p.add_argument("--conditioning", choices=CONDITIONINGS)
+    p.add_argument("--units", type=int)
+    p.add_argument("--embedding-dim", type=int)
+    p.add_argument("--num-layers", type=int)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"))
+    p.add_argument("--clipnorm", type=float)
+    p.add_argument("--early-stopping", type=int, help="patience in epochs on val_bleu_4")
+    p.add_argument("--max-length", type=int, help="words per caption")
+    p.add_argument("--min-count", type=int)
+    p.add_argument("--remove-articles", action="store_true", default=None)
+    p.add_argument("--start-token")
+    p.add_argument("--end-token")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch")
+
+    p = commands.add_parser("evaluate", help="COCO metrics of a release on a cached split")
+    p.add_argument("--release", required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", required=True, help="file to write the scores to")
+    p.add_argument("--predictions", help="write the captions as COCO results JSON")
+    p.add_argument("--per-image", help="write each image's caption and references as CSV")
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--spice", action="store_true", help="also SPICE (needs Stanford CoreNLP)")
+
+    p = commands.add_parser("caption", help="caption image files, folders and globs")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--release", help="run folder or manifest.json; default: the shipped demo")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--top", type=int, default=1, help="print the K best beams with scores")
+    p.add_argument("--batch-size", type=int, default=32)
+
+    p = commands.add_parser("export", help="copy a release into saved_models/ + tokenizer/")
+    p.add_argument("--release", required=True)
+    p.add_argument("--models-dir", default="saved_models")
+    p.add_argument("--tokenizer-dir", default="tokenizer")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Runs the CLI; returns the exit code."""
+    _quiet_backends()
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except CaptioningError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _synthetic(args) -> int:
+    from captioning.synthetic import make_dataset
+
+    path = make_dataset(args.out, n_images=args.images, seed=args.seed, format=args.format,
+                        image_size=args.image_size, shapes_per_image=args.shapes)
+    print(path)
+    return EXIT_OK
+
+
+def _read_table(args):
+    from captioning.datasets import check_images, read_captions
+
+    paths = args.captions if len(args.captions) > 1 else args.captions[0]
+    options = {}
+    if args.format == "karpathy":
+        options["fold_restval"] = not args.no_restval
+    table = read_captions(paths, format=args.format, **options)
+    table, _ = check_images(table, args.images, strict=args.strict)
+    return table
+
+
+def _cache(args) -> int:
+    from captioning.features import build_cache
+
+    table = _read_table(args)
+    out = build_cache(table, args.images, args.out, encoder=args.encoder, weights=args.weights,
+                      image_size=args.image_size, features=args.features, dtype=args.dtype,
+                      batch_size=args.batch_size, progress=sys.stderr.isatty())
+    print(out)
+    return EXIT_OK
+
+
+_TRAIN_FLAGS = ("epochs", "batch_size", "seed", "cell", "conditioning", "units", "embedding_dim",
+                "num_layers", "dropout", "learning_rate", "lr_schedule", "clipnorm",
+                "early_stopping", "max_length", "min_count", "remove_articles", "start_token",
+                "end_token")
+
+
+def _train(args) -> int:
+    from captioning.config import CaptionConfig
+    from captioning.training import train
+
+    config = CaptionConfig.load(args.config) if args.config else CaptionConfig()
+    changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    config = config.replace(**changes)
+    result = train(args.cache, args.out, config, progress=not args.quiet,
+                   dataset=str(Path(args.cache).resolve().name))
+    row = result.history[result.history["epoch"] == result.best_epoch].iloc[0]
+    print(f"best epoch {result.best_epoch}: val_loss {row['val_loss']:.4f}, "
+          f"val_bleu_4 {row['val_bleu_4']:.4f}; release in {result.run_dir}")
+    return EXIT_OK
+
+
+def _evaluate(args) -> int:
+    from captioning.evaluation import evaluate_release
+
+    scores = evaluate_release(args.release, args.cache, split=args.split, beam=args.beam,
+                              predictions_path=args.predictions, per_image_path=args.per_image,
+                              spice=args.spice)
+    Path(args.json).write_text(json.dumps(scores, indent=2) + "\n")
+    print(json.dumps(scores))
+    return EXIT_OK
+
+
+def _caption(args) -> int:
+    from captioning.captioner import Captioner
+    from captioning.images import find_images
+
+    files, errors = find_images(args.paths)
+    failed = 0
+    for path, message in errors:
+        _print_result(args, path, error=message)
+        failed += 1
+    if files:
+        captioner = Captioner.load(args.release, batch_size=args.batch_size)
+        progress = sys.stderr.isatty() and len(files) > 1
+        for result in captioner.caption(files, beam=max(args.beam, args.top), top=args.top,
+                                        progress=progress):
+            if result.ok:
+                _print_result(args, result.image, caption=result.caption,
+                              alternatives=result.alternatives if args.top > 1 else None)
+            else:
+                _print_result(args, result.image, error=result.error)
+                failed += 1
+    if not files and not errors:
+        print("error: no images given", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _print_result(args, image, caption=None, error=None, alternatives=None):
+    if args.json:
+        record = {"image": image}
+        if error is None:
+            record["caption"] = caption
+            if alternatives:
+                record["top"] = [{"caption": c, "score": s} for c, s in alternatives]
+        else:
+            record["error"] = error
+        print(json.dumps(record), flush=True)
+    elif error is not None:
+        print(f"{image}\terror: {' '.join(error.split())}", flush=True)
+    elif alternatives:
+        for text, score in alternatives:
+            print(f"{image}\t{text}\t{score:.4f}", flush=True)
+    else:
+        print(f"{image}\t{caption}", flush=True)
+
+
+def _export(args) -> int:
+    from captioning.release import copy_release, load_release
+
+    path = copy_release(args.release, args.models_dir, args.tokenizer_dir)
+    load_release(path)
+    print(path)
+    return EXIT_OK
+
+
+COMMANDS = {"synthetic": _synthetic, "cache": _cache, "train": _train, "evaluate": _evaluate,
+            "caption": _caption, "export": _export}
