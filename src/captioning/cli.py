@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--per-image", help="write each image's caption and references as CSV")
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--spice", action="store_true", help="also SPICE (needs Stanford CoreNLP)")
+    p.add_argument("--record", action="store_true",
+                   help="also record the scores in the release's manifest.json")
 
     p = commands.add_parser("caption", help="caption image files, folders and globs")
     p.add_argument("paths", nargs="+")
@@ -191,6 +193,10 @@ def _evaluate(args) -> int:
                               predictions_path=args.predictions, per_image_path=args.per_image,
                               spice=args.spice)
     Path(args.json).write_text(json.dumps(scores, indent=2) + "\n")
+    if args.record:
+        from captioning.release import record_scores
+
+        record_scores(args.release, args.split, scores)
     print(json.dumps(scores))
     return EXIT_OK
 

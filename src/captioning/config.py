@@ -13,7 +13,7 @@ from pathlib import Path
 
 from captioning.errors import ConfigError
 
-ENCODERS = ("inception_v3", "vgg16", "resnet50", "mobilenet_v2")
+ENCODERS = ("inception_v3", "vgg16", "resnet50", "mobilenet_v2", "inception_v3_mixed2")
 FEATURES = ("pooled", "grid")
 CELLS = ("gru", "lstm")
 CONDITIONINGS = ("init_state", "first_input", "every_step", "attention")
@@ -84,16 +84,32 @@ class CaptionConfig:
                      "batch_size", "max_length", "min_count", "max_decode_length", "beam",
                      "val_images"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.image_size is not None and self.image_size < 32:
-            raise ConfigError(f"image_size must be at least 32 pixels, got {self.image_size!r}")
-        if not 0.0 <= self.dropout < 1.0:
+        # A config read from a hand-edited JSON file can hold any JSON value: wrong types are
+        # refused here as ConfigErrors rather than failing later with a TypeError.
+        if self.image_size is not None and (not _is_int(self.image_size)
+                                            or self.image_size < 32):
+            raise ConfigError(f"image_size must be an integer of at least 32 pixels or None, "
+                              f"got {self.image_size!r}")
+        if self.num_words is not None and (not _is_int(self.num_words) or self.num_words < 4):
+            raise ConfigError(f"num_words must be an integer >= 4 or None, got {self.num_words!r}")
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.learning_rate <= 0:
+        if not _is_number(self.learning_rate) or self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        if self.early_stopping < 0:
-            raise ConfigError(f"early_stopping must be >= 0, got {self.early_stopping!r}")
+        if self.clipnorm is not None and (not _is_number(self.clipnorm) or self.clipnorm <= 0):
+            raise ConfigError(f"clipnorm must be positive or None, got {self.clipnorm!r}")
+        if not _is_number(self.length_penalty):
+            raise ConfigError(f"length_penalty must be a number, got {self.length_penalty!r}")
+        if not _is_int(self.early_stopping) or self.early_stopping < 0:
+            raise ConfigError(f"early_stopping must be an integer >= 0, got "
+                              f"{self.early_stopping!r}")
+        if not _is_int(self.seed):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("lower", "remove_articles"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def wants_grid(self) -> bool:
@@ -112,6 +128,9 @@ class CaptionConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "CaptionConfig":
+        if not isinstance(values, dict):
+            raise ConfigError(f"a config must be a JSON object of settings, got "
+                              f"{type(values).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -124,9 +143,21 @@ class CaptionConfig:
     @classmethod
     def load(cls, path) -> "CaptionConfig":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            values = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise ConfigError(f"{path}: cannot read the config ({error})") from None
+        try:
+            return cls.from_dict(values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _choice(name, value, choices):

@@ -28,6 +28,7 @@ class EncoderSpec:
     min_size: int
     preprocessing: str  # ImagePreprocessing mode
     pooled_layer: str | None = None  # a named layer giving the pooled vector (VGG16's fc2)
+    cut_layer: str | None = None  # keep the CNN only up to this layer (a smaller encoder)
     kwargs: tuple = ()
 
 
@@ -35,9 +36,13 @@ ENCODER_SPECS = {
     "inception_v3": EncoderSpec("inception_v3", "InceptionV3", 299, 75, "tf"),
     "vgg16": EncoderSpec("vgg16", "VGG16", 224, 32, "caffe", pooled_layer="fc2"),
     "resnet50": EncoderSpec("resnet50", "ResNet50", 224, 32, "caffe"),
-    # The demo's small encoder. MobileNetV3 would be smaller, but Keras 3 cannot reload it
-    # from .hdf5 (its hard-swish is a functional `x + 3.0` op), so the demo uses V2.
     "mobilenet_v2": EncoderSpec("mobilenet_v2", "MobileNetV2", 224, 32, "tf"),
+    # The demo's small encoder: InceptionV3's stem and first three Inception blocks (1M
+    # parameters, 4 MB; ImageNet weights are the full model's, truncated). Random-weight
+    # MobileNets do not tell the synthetic shapes apart (benchmarks/README.md), and Keras 3
+    # cannot reload MobileNetV3 from .hdf5 (its hard-swish is a functional `x + 3.0` op).
+    "inception_v3_mixed2": EncoderSpec("inception_v3_mixed2", "InceptionV3", 299, 75, "tf",
+                                       cut_layer="mixed2"),
 }
 
 OFFLINE_HINT = (
@@ -122,6 +127,13 @@ def _keras_weights(weights):
 
 
 def _backbone(spec, weights, size, include_top):
+    model = _application(spec, weights, size, include_top)
+    if spec.cut_layer is None:
+        return model
+    return keras.Model(model.input, model.get_layer(spec.cut_layer).output, name=spec.name)
+
+
+def _application(spec, weights, size, include_top):
     constructor = getattr(keras.applications, spec.application)
     try:
         return constructor(

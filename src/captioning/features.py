@@ -125,9 +125,16 @@ def build_cache(
     if manifest_path.exists():
         manifest = _read_manifest(out)
         _check_same(manifest, settings, fingerprint, out)
-        if manifest.get("complete"):
+        lost = [s["file"] for s in manifest["shards"]
+                if not (out / "shards" / s["file"]).exists()]
+        if manifest.get("complete") and not lost:
             logger.info("%s: cache already complete (%d images)", out, manifest["n_images"])
             return out
+        if manifest.get("complete"):
+            # A shard of a finished cache was lost: FeatureCache tells the user to run the
+            # same command again, so recompute the missing shards.
+            manifest["complete"] = False
+            _atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
         if not encoder_path.exists() or sha256_file(encoder_path) != manifest["encoder_sha256"]:
             raise CacheError(
                 f"{encoder_path}: missing or changed since the cache was started; delete "

@@ -104,6 +104,16 @@ def write_manifest(path, manifest: dict, files: dict) -> Path:
     return path
 
 
+def record_scores(path, split: str, scores: dict) -> Path:
+    """Adds evaluation scores to a release manifest under `scores[split]`."""
+    manifest_path, manifest = read_manifest(path)
+    manifest.setdefault("scores", {})[split] = scores
+    tmp = manifest_path.with_name(manifest_path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, manifest_path)
+    return manifest_path
+
+
 def copy_release(manifest_path, models_dir, tokenizer_dir) -> Path:
     """Copies a release into the repository layout (`saved_models/`, `tokenizer/`)."""
     source = _resolve_manifest(manifest_path)
