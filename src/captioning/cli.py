@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--remove-articles", action="store_true", default=None)
     p.add_argument("--start-token")
     p.add_argument("--end-token")
+    p.add_argument("--strategy", choices=("auto", "none", "mirrored", "tpu"),
+                   help="tf.distribute strategy (default none)")
+    p.add_argument("--fine-tune", type=int, metavar="N",
+                   help="then train from images with the top N CNN layers unfrozen")
+    p.add_argument("--fine-tune-epochs", type=int)
+    p.add_argument("--fine-tune-learning-rate", type=float)
+    p.add_argument("--images", help="images folder for --fine-tune (default: the cache's)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
 
     p = commands.add_parser("evaluate", help="COCO metrics of a release on a cached split")
@@ -168,7 +175,8 @@ def _cache(args) -> int:
 _TRAIN_FLAGS = ("epochs", "batch_size", "seed", "cell", "conditioning", "units", "embedding_dim",
                 "num_layers", "dropout", "learning_rate", "lr_schedule", "clipnorm",
                 "early_stopping", "max_length", "min_count", "remove_articles", "start_token",
-                "end_token")
+                "end_token", "strategy", "fine_tune", "fine_tune_epochs",
+                "fine_tune_learning_rate")
 
 
 def _train(args) -> int:
@@ -179,7 +187,7 @@ def _train(args) -> int:
     changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
     config = config.replace(**changes)
     result = train(args.cache, args.out, config, progress=not args.quiet,
-                   dataset=str(Path(args.cache).resolve().name))
+                   dataset=str(Path(args.cache).resolve().name), images_dir=args.images)
     row = result.history[result.history["epoch"] == result.best_epoch].iloc[0]
     print(f"best epoch {result.best_epoch}: val_loss {row['val_loss']:.4f}, "
           f"val_bleu_4 {row['val_bleu_4']:.4f}; release in {result.run_dir}")

@@ -66,6 +66,12 @@ class CaptionConfig:
     seed: int = 0
     early_stopping: int = 0  # patience in epochs on val_bleu_4; 0 disables
     val_images: int = 200  # validation images decoded each epoch for val_bleu_4
+    strategy: str = "none"  # tf.distribute: "auto", "none", "mirrored" or "tpu"
+
+    # --- fine-tuning: a second phase from images, the top CNN layers unfrozen ---
+    fine_tune: int = 0  # how many top CNN layers to unfreeze; 0 skips the phase
+    fine_tune_epochs: int = 2
+    fine_tune_learning_rate: float = 1e-4
 
     # --- decoding ---
     max_decode_length: int = 30  # words generated at most
@@ -80,9 +86,15 @@ class CaptionConfig:
         _choice("cell", self.cell, CELLS)
         _choice("conditioning", self.conditioning, CONDITIONINGS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("strategy", self.strategy, ("auto", "none", "mirrored", "tpu"))
+        if not isinstance(self.fine_tune, int) or self.fine_tune < 0:
+            raise ConfigError(f"fine_tune must be an integer >= 0, got {self.fine_tune!r}")
+        if self.fine_tune_learning_rate <= 0:
+            raise ConfigError("fine_tune_learning_rate must be positive, got "
+                              f"{self.fine_tune_learning_rate!r}")
         for name in ("units", "embedding_dim", "attention_units", "num_layers", "epochs",
                      "batch_size", "max_length", "min_count", "max_decode_length", "beam",
-                     "val_images"):
+                     "val_images", "fine_tune_epochs"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -175,6 +175,7 @@ def build_cache(
             "feature_shape": list(feature_shape),
             "n_images": len(images),
             "images_fingerprint": fingerprint,
+            "images_dir": str(images_dir.resolve()),
             "shard_size": shard_size,
             "shards": [
                 {"file": _shard_name(i, count), "start": i * shard_size,

@@ -27,6 +27,7 @@ from captioning.decoders import build_decoder, check_features
 from captioning.decoding import SequenceDecoder
 from captioning.errors import CacheError, ConfigError
 from captioning.features import FeatureCache
+from captioning.strategies import is_tpu, make_strategy
 from captioning.tokenizer import CaptionTokenizer, load_tokenizer
 
 logger = logging.getLogger("captioning")
@@ -34,7 +35,8 @@ logger = logging.getLogger("captioning")
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_bleu_4",
                    "learning_rate")
 # Settings that may change when a run is resumed: they do not change what was trained.
-_RESUMABLE = ("epochs", "early_stopping", "beam", "length_penalty", "max_decode_length")
+_RESUMABLE = ("epochs", "early_stopping", "beam", "length_penalty", "max_decode_length",
+              "strategy", "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate")
 
 
 def masked_accuracy(y_true, y_pred):
@@ -102,7 +104,7 @@ class TrainResult:
 
 
 def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: bool = True,
-          dataset: str | None = None) -> TrainResult:
+          dataset: str | None = None, images_dir=None) -> TrainResult:
     """Trains a decoder on a feature cache and writes the release into `run_dir`.
 
     Args:
@@ -113,6 +115,8 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
         config: the settings; defaults to `CaptionConfig()`.
         progress: show Keras' progress bar.
         dataset: a note on the training data, recorded in the release manifest.
+        images_dir: the images, for fine-tuning (`config.fine_tune`); default the folder
+            the cache was made from.
 
     Returns:
         A `TrainResult`.
@@ -141,31 +145,43 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
         tokenizer.save(tokenizer_path)
     length = config.max_length + 2
 
+    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    drop_remainder = is_tpu(strategy)
+
     def batches(part, shuffle, epoch=0):
         keep = tokenizer.keep_mask(part["caption"].tolist())
         part = part[keep]
         sequences = tokenizer.to_matrix(part["caption"].tolist(), length)
-        return CaptionBatches(cache, cache.rows(part["image"]), sequences, config.batch_size,
-                              shuffle=shuffle, seed=config.seed, epoch=epoch)
+        return CaptionBatches(cache, cache.rows(part["image"]), sequences,
+                              config.batch_size * replicas, shuffle=shuffle, seed=config.seed,
+                              epoch=epoch, drop_remainder=drop_remainder)
 
     stats = cache.statistics(cache.rows(sorted(set(train_table["image"]))))
-    decoder = build_decoder(config, tokenizer.vocab_size, cache.feature_shape, length - 1,
-                            feature_stats=stats)
     checkpoint = _Checkpoint(run)
     state = checkpoint.state()
     initial_epoch = state["epoch"] if state else 0
     train_batches = batches(train_table, True, epoch=initial_epoch)
     val_batches = batches(val_table, False) if not val_table.empty else None
+    if len(train_batches) == 0:
+        raise ConfigError(f"{len(train_batches.rows)} training captions make no full batch of "
+                          f"{config.batch_size * replicas}; lower --batch-size")
     steps = len(train_batches) * config.epochs
-    decoder.training.compile(
-        optimizer=_optimizer(config, steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
-        metrics=[masked_accuracy],
-    )
-    if state:
-        decoder.training.optimizer.build(decoder.training.trainable_variables)
-        decoder.training.load_weights(checkpoint.weights(state["epoch"]))
-        print(f"Resuming {run} after epoch {initial_epoch} of {config.epochs}.")
+    with strategy.scope():
+        decoder = build_decoder(config, tokenizer.vocab_size, cache.feature_shape, length - 1,
+                                feature_stats=stats)
+        decoder.training.compile(
+            optimizer=_optimizer(config, steps),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+            metrics=[masked_accuracy],
+        )
+        if state:
+            decoder.training.optimizer.build(decoder.training.trainable_variables)
+            decoder.training.load_weights(checkpoint.weights(state["epoch"]))
+            print(f"Resuming {run} after epoch {initial_epoch} of {config.epochs}.")
+    if replicas > 1:
+        print(f"Training on {replicas} replicas ({strategy.__class__.__name__}), global batch "
+              f"{config.batch_size * replicas}.")
 
     monitor = _ValidationMonitor(decoder, tokenizer, cache, val_table, config, checkpoint,
                                  state)
@@ -183,9 +199,15 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
         raise ConfigError(f"{run}: no epoch finished; nothing to export")
     best = int(checkpoint.state()["best_epoch"])
     decoder.training.load_weights(checkpoint.best_weights())
+    encoder_file = cache.path / "encoder.hdf5"
+    if config.fine_tune:
+        from captioning.finetune import fine_tune
+
+        encoder_file = fine_tune(run, cache, decoder, tokenizer, config, images_dir=images_dir,
+                                 progress=progress)
     manifest = export_release(
         run,
-        encoder_file=cache.path / "encoder.hdf5",
+        encoder_file=encoder_file,
         step_model=decoder.step,
         tokenizer=tokenizer,
         config=config,
