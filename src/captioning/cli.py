@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from captioning.errors import CaptioningError
+from captioning.errors import CaptioningError, ConfigError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -48,10 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="shapes per image; 2 or 3 name relative positions (for attention)")
 
     p = commands.add_parser("cache", help="run the encoder over every image once")
-    p.add_argument("--format", choices=("csv", "flickr8k", "coco", "karpathy"), required=True)
-    p.add_argument("--captions", nargs="+", required=True,
-                   help="captions file(s) (several COCO files at once)")
-    p.add_argument("--images", required=True, help="folder holding the images")
+    p.add_argument("--format", choices=("csv", "flickr8k", "coco", "karpathy"))
+    p.add_argument("--captions", nargs="+", help="captions file(s) (several COCO files at once)")
+    p.add_argument("--images", help="folder holding the images")
     p.add_argument("--out", required=True, help="cache folder")
     p.add_argument("--encoder", choices=ENCODERS, default="inception_v3")
     p.add_argument("--weights", default="imagenet",
@@ -64,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop when an image listed in the captions is missing")
     p.add_argument("--no-restval", action="store_true",
                    help="karpathy: keep restval apart instead of folding it into train")
+    p.add_argument("--shard-size", type=int, help="images per shard file (default ~256 MiB)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="compute only slice I of N (another machine or session); then --merge")
+    p.add_argument("--merge", nargs="+", metavar="SLICE",
+                   help="join finished slice folders into the --out cache")
 
     p = commands.add_parser("train", help="train a decoder on a cache and write a release")
     p.add_argument("--cache", required=True)
@@ -162,12 +166,26 @@ def _read_table(args):
 
 
 def _cache(args) -> int:
-    from captioning.features import build_cache
+    from captioning.features import build_cache, merge_caches
 
+    if args.merge:
+        print(merge_caches(args.merge, args.out))
+        return EXIT_OK
+    missing = [flag for flag in ("format", "captions", "images") if not getattr(args, flag)]
+    if missing:
+        raise ConfigError(f"cache needs --{', --'.join(missing)} (or --merge SLICE...)")
+    shard = None
+    if args.shard:
+        try:
+            index, count = (int(x) for x in args.shard.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard must look like I/N (e.g. 0/4), got {args.shard!r}") from None
+        shard = (index, count)
     table = _read_table(args)
     out = build_cache(table, args.images, args.out, encoder=args.encoder, weights=args.weights,
                       image_size=args.image_size, features=args.features, dtype=args.dtype,
-                      batch_size=args.batch_size, progress=sys.stderr.isatty())
+                      batch_size=args.batch_size, shard_size=args.shard_size,
+                      progress=sys.stderr.isatty(), shard=shard)
     print(out)
     return EXIT_OK
 

@@ -63,6 +63,14 @@ def _shard_name(index: int, count: int) -> str:
     return f"features-{index:05d}-of-{count:05d}.npy"
 
 
+def weights_fingerprint(model) -> str:
+    """The sha256 of a model's weight values (equal for equal weights, whatever the file)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(np.asarray(weight.numpy())).tobytes())
+    return digest.hexdigest()
+
+
 def estimate_bytes(n_images: int, feature_shape, dtype: str) -> int:
     """Bytes the features of `n_images` take on disk."""
     return int(n_images * int(np.prod(feature_shape)) * np.dtype(dtype).itemsize)
@@ -82,6 +90,8 @@ def build_cache(
     shard_size: int | None = None,
     workers: int | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    seed: int = 0,
 ) -> Path:
     """Runs the encoder over every image of a captions table and stores the features.
 
@@ -96,6 +106,10 @@ def build_cache(
         shard_size: images per shard file; None sizes shards to about 256 MiB.
         workers: threads decoding images while the encoder runs; None for the CPU count.
         progress: show a progress bar.
+        shard: `(index, count)` to compute only one slice of the shards (on another machine
+            or session); join finished slices with `merge_caches`.
+        seed: seeds random encoder weights (`weights="none"`), so every slice of a sharded
+            cache builds the same encoder.
 
     Returns:
         The cache folder.
@@ -119,6 +133,11 @@ def build_cache(
         "dtype": dtype,
     }
     fingerprint = images_fingerprint(images)
+    if shard is not None:
+        index, count = shard
+        if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+            raise CaptioningError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
+        settings["slice"] = [index, count]
     manifest_path = out / "manifest.json"
     encoder_path = out / _ENCODER_FILE
 
@@ -147,6 +166,9 @@ def build_cache(
         print(f"Resuming the cache in {out}: {done} of {len(manifest['shards'])} shards "
               "are done, computing the rest.")
     else:
+        import keras
+
+        keras.utils.set_random_seed(seed)
         model = build_encoder(encoder, weights, size, features)
         feature_shape = tuple(int(d) for d in model.output.shape[1:])
         per_image = estimate_bytes(1, feature_shape, dtype)
@@ -172,6 +194,7 @@ def build_cache(
             "version": CACHE_VERSION,
             **settings,
             "encoder_sha256": sha256_file(encoder_path),
+            "encoder_weights_sha256": weights_fingerprint(model),
             "feature_shape": list(feature_shape),
             "n_images": len(images),
             "images_fingerprint": fingerprint,
@@ -187,8 +210,15 @@ def build_cache(
         _atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
 
     _encode_shards(model, manifest, out, images, images_dir, load_and_resize, batch_size,
-                   workers, progress)
+                   workers, progress, manifest.get("slice"))
 
+    if manifest.get("slice"):
+        table.to_csv(out / "captions.all.csv", index=False)
+        index, count = manifest["slice"]
+        manifest["complete"] = True
+        _atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        print(f"Slice {index}/{count} done in {out}; join the slices with `cache --merge`.")
+        return out
     failed = _collect_failed(out, manifest)
     kept = table[~table["image"].astype(str).isin(set(failed))]
     kept.to_csv(out / "captions.csv", index=False)
@@ -204,11 +234,13 @@ def build_cache(
 
 
 def _encode_shards(model, manifest, out, images, images_dir, load, batch_size, workers,
-                   progress):
+                   progress, part=None):
     from tqdm.auto import tqdm
 
     size = manifest["image_size"]
-    todo = [s for s in manifest["shards"] if not (out / "shards" / s["file"]).exists()]
+    todo = [s for i, s in enumerate(manifest["shards"])
+            if not (out / "shards" / s["file"]).exists()
+            and (part is None or i % part[1] == part[0])]
     total = sum(s["stop"] - s["start"] for s in todo)
     workers = workers or max(2, os.cpu_count() or 2)
     feature_shape = tuple(manifest["feature_shape"])
@@ -220,6 +252,7 @@ def _encode_shards(model, manifest, out, images, images_dir, load, batch_size, w
             return np.zeros((size, size, 3), np.float32), str(error)
 
     bar = tqdm(total=total, unit="img", disable=not progress, desc="caching", smoothing=0.1)
+    checked = False
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         for shard in todo:
             names = images[shard["start"]:shard["stop"]]
@@ -233,7 +266,11 @@ def _encode_shards(model, manifest, out, images, images_dir, load, batch_size, w
                     pending.append(pool.submit(lambda x=batches[b + 2]: [read(n) for n in x]))
                 pixels = np.stack([p for p, _ in loaded])
                 start = b * batch_size
-                data[start:start + len(batch)] = model.predict_on_batch(pixels)
+                encoded = np.asarray(model.predict_on_batch(pixels))
+                if not checked:
+                    _check_dtype_range(encoded, data.dtype, out)
+                    checked = True
+                data[start:start + len(batch)] = encoded
                 for name, (_, error) in zip(batch, loaded):
                     if error:
                         failed[name] = error
@@ -245,6 +282,75 @@ def _encode_shards(model, manifest, out, images, images_dir, load, batch_size, w
                 np.save(handle, data)
             os.replace(tmp, out / "shards" / shard["file"])
     bar.close()
+
+
+def merge_caches(slices, out_dir) -> Path:
+    """Joins finished slices of a sharded cache (`build_cache(..., shard=(i, n))`).
+
+    Every slice must come from the same image list, encoder settings and encoder weights;
+    together they must hold every shard. Shard files are copied, never moved.
+
+    Returns:
+        The merged cache folder.
+    """
+    slices = [Path(s) for s in slices]
+    if not slices:
+        raise CacheError("give the slice folders to merge")
+    manifests = [_read_manifest(s) for s in slices]
+    first = manifests[0]
+    keys = ("encoder", "weights", "image_size", "features", "dtype", "feature_shape",
+            "images_fingerprint", "shard_size", "encoder_weights_sha256")
+    for path, manifest in zip(slices[1:], manifests[1:]):
+        differences = [k for k in keys if manifest.get(k) != first.get(k)]
+        if differences:
+            raise CacheError(f"{path} was made differently from {slices[0]} "
+                             f"({', '.join(differences)} differ); slices must come from the "
+                             "same `cache --shard I/N` command")
+    out = Path(out_dir)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    for shard in first["shards"]:
+        target = out / "shards" / shard["file"]
+        if target.exists():
+            continue
+        source = next((s / "shards" / shard["file"] for s in slices
+                       if (s / "shards" / shard["file"]).exists()), None)
+        if source is None:
+            raise CacheError(f"no slice holds {shard['file']}; finish every slice (run its "
+                             "`cache --shard I/N` command again) before merging")
+        sidecar = source.with_name(source.name[:-4] + ".failed.json")
+        shutil.copyfile(sidecar, target.with_name(sidecar.name))
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    for name in ("images.txt", _ENCODER_FILE):
+        shutil.copyfile(slices[0] / name, out / name)
+    manifest = {k: v for k, v in first.items() if k != "slice"}
+    manifest["encoder_sha256"] = sha256_file(out / _ENCODER_FILE)
+    failed = _collect_failed(out, manifest)
+    table = pd.read_csv(slices[0] / "captions.all.csv", dtype=str, keep_default_na=False)
+    table[~table["image"].isin(set(failed))].to_csv(out / "captions.csv", index=False)
+    pd.DataFrame(sorted(failed.items()), columns=["image", "reason"]).to_csv(
+        out / "failed.csv", index=False)
+    manifest.update({"complete": True, "n_failed": len(failed), "merged_from": len(slices)})
+    _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    print(f"Merged {len(slices)} slices into {out} ({manifest['n_images']} images).")
+    return out
+
+
+def _check_dtype_range(encoded: np.ndarray, dtype, out: Path) -> None:
+    """Refuses a dtype that would wipe the features out (a random-weight CNN can give
+    values far below float16's smallest normal number)."""
+    if np.dtype(dtype) != np.float16:
+        return
+    nonzero = np.abs(encoded[encoded != 0])
+    if nonzero.size == 0:
+        return
+    lost = float(np.mean(nonzero < np.finfo(np.float16).tiny))
+    if lost > 0.5 or not np.isfinite(encoded.astype(np.float16)).all():
+        raise CacheError(
+            f"{out}: {lost:.0%} of the features are below float16's range (median "
+            f"{np.median(nonzero):.2e}) or beyond it; cache with --dtype float32"
+        )
 
 
 def _collect_failed(out, manifest) -> dict:
@@ -317,6 +423,10 @@ class FeatureCache:
     def __init__(self, cache_dir):
         self.path = Path(cache_dir)
         self.manifest = _read_manifest(self.path)
+        if self.manifest.get("slice"):
+            index, count = self.manifest["slice"]
+            raise CacheError(f"{self.path} is slice {index}/{count} of a sharded cache; join "
+                             "the slices with `python -m captioning cache --merge`")
         if not self.manifest.get("complete"):
             raise CacheError(f"{self.path} is unfinished; run the same `cache` command again "
                              "to complete it")
