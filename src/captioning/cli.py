@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=1)
     p.add_argument("--top", type=int, default=1, help="print the K best beams with scores")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--encoder", help="an Encoder.hdf5 (with --decoder and --tokenizer): this "
+                   "project's files or the earlier Keras project's (needs tf-keras)")
+    p.add_argument("--decoder", help="a Decoder.hdf5 (with --encoder and --tokenizer)")
+    p.add_argument("--tokenizer", help="a tokenizer.pickle (with --encoder and --decoder)")
 
     p = commands.add_parser("export", help="copy a release into saved_models/ + tokenizer/")
     p.add_argument("--release", required=True)
@@ -236,11 +240,23 @@ def _caption(args) -> int:
     for path, message in errors:
         _print_result(args, path, error=message)
         failed += 1
+    files_given = [args.encoder, args.decoder, args.tokenizer]
+    if any(files_given) and not all(files_given):
+        raise ConfigError("--encoder, --decoder and --tokenizer go together; give all three")
+    if any(files_given) and args.release:
+        raise ConfigError("give either --release or --encoder/--decoder/--tokenizer, not both")
     if files:
-        captioner = Captioner.load(args.release, batch_size=args.batch_size)
         progress = sys.stderr.isatty() and len(files) > 1
-        for result in captioner.caption(files, beam=max(args.beam, args.top), top=args.top,
-                                        progress=progress):
+        if all(files_given):
+            from captioning.legacy import caption_with_files
+
+            results = caption_with_files(files, args.encoder, args.decoder, args.tokenizer,
+                                         batch_size=args.batch_size, progress=progress)
+        else:
+            captioner = Captioner.load(args.release, batch_size=args.batch_size)
+            results = captioner.caption(files, beam=max(args.beam, args.top), top=args.top,
+                                        progress=progress)
+        for result in results:
             if result.ok:
                 _print_result(args, result.image, caption=result.caption,
                               alternatives=result.alternatives if args.top > 1 else None)
