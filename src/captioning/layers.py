@@ -96,10 +96,13 @@ class BahdanauAttention(layers.Layer):
 
     def call(self, inputs):
         features, state = inputs
-        # features: (batch, regions, dim); state: (batch, rnn_units)
-        hidden = ops.tanh(
-            self.features_dense(features) + ops.expand_dims(self.state_dense(state), 1)
-        )  # (batch, regions, units)
+        return self.attend(features, self.features_dense(features), state)
+
+    def attend(self, features, keys, state):
+        """Attention with precomputed `keys = features_dense(features)`, which do not depend
+        on the state: a decoder computes them once per caption, not once per word."""
+        # features: (batch, regions, dim); keys: (batch, regions, units); state: (batch, rnn)
+        hidden = ops.tanh(keys + ops.expand_dims(self.state_dense(state), 1))
         scores = ops.squeeze(self.score_dense(hidden), -1)  # (batch, regions)
         weights = ops.softmax(scores, axis=-1)
         context = ops.sum(features * ops.expand_dims(weights, -1), axis=1)  # (batch, dim)
@@ -168,8 +171,9 @@ class AttentionRNN(layers.Layer):
         sequence, features, *states = inputs
         # sequence: (batch, steps, dim); features: (batch, regions, feature_dim)
         outputs, weights = [], []
+        keys = self.attention.features_dense(features)  # (batch, regions, attention_units)
         for t in range(sequence.shape[1]):
-            context, attention = self.attention([features, states[0]])
+            context, attention = self.attention.attend(features, keys, states[0])
             step_input = ops.concatenate([sequence[:, t, :], context], axis=-1)
             step_input = self.input_dropout(step_input, training=training)
             output, states = self.rnn_cell(step_input, states, training=training)
