@@ -87,9 +87,9 @@ class CaptionConfig:
         _choice("conditioning", self.conditioning, CONDITIONINGS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("strategy", self.strategy, ("auto", "none", "mirrored", "tpu"))
-        if not isinstance(self.fine_tune, int) or self.fine_tune < 0:
+        if not _is_int(self.fine_tune) or self.fine_tune < 0:
             raise ConfigError(f"fine_tune must be an integer >= 0, got {self.fine_tune!r}")
-        if self.fine_tune_learning_rate <= 0:
+        if not _is_number(self.fine_tune_learning_rate) or self.fine_tune_learning_rate <= 0:
             raise ConfigError("fine_tune_learning_rate must be positive, got "
                               f"{self.fine_tune_learning_rate!r}")
         for name in ("units", "embedding_dim", "attention_units", "num_layers", "epochs",
@@ -110,8 +110,9 @@ class CaptionConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not _is_number(self.learning_rate) or self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        if self.clipnorm is not None and (not _is_number(self.clipnorm) or self.clipnorm <= 0):
-            raise ConfigError(f"clipnorm must be positive or None, got {self.clipnorm!r}")
+        if self.clipnorm is not None and (not _is_number(self.clipnorm) or self.clipnorm < 0):
+            raise ConfigError(f"clipnorm must be >= 0 or None (0 or None: no clipping), got "
+                              f"{self.clipnorm!r}")
         if not _is_number(self.length_penalty):
             raise ConfigError(f"length_penalty must be a number, got {self.length_penalty!r}")
         if not _is_int(self.early_stopping) or self.early_stopping < 0:

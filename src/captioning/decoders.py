@@ -116,7 +116,8 @@ class _SharedLayers:
             return {name: dense(mean) for name, dense in self.init.items()}
         if conditioning == "every_step":
             return {name: zero(features) for name, zero in self.zero.items()}
-        image = layers.Reshape((1, self.config.embedding_dim))(self.image_embedding(features))
+        image = layers.Reshape((1, self.config.embedding_dim), name="image_step")(
+            self.image_embedding(features))
         _, states, _ = self._run(image, None, None)
         return states
 
@@ -126,8 +127,8 @@ class _SharedLayers:
         x = self.embedding_dropout(self.embedding(tokens))  # (batch, steps, embedding)
         if self.config.conditioning == "every_step":
             image = self.image_embedding(features)  # (batch, embedding)
-            image = layers.RepeatVector(tokens.shape[1])(image)
-            x = layers.Concatenate(axis=-1)([x, image])
+            image = layers.RepeatVector(tokens.shape[1], name="image_repeat")(image)
+            x = layers.Concatenate(axis=-1, name="word_and_image")([x, image])
         outputs, states, attention = self._run(x, self.regions(features), states)
         return self.logits(self.output_dropout(outputs)), states, attention
 
@@ -187,12 +188,13 @@ def build_decoder(config: CaptionConfig, vocab_size: int, feature_shape,
     normalized = shared.normalize(features)
     initial = shared.initial(normalized)
     logits, next_states, attention = shared.sequence(normalized, token, states)
-    log_probs = layers.Reshape((vocab_size,))(layers.Activation("log_softmax")(logits))
+    log_probs = layers.Activation("log_softmax", name="log_softmax")(logits)
+    log_probs = layers.Reshape((vocab_size,), name="log_probs_step")(log_probs)
     outputs = [layers.Identity(name=STEP_OUTPUT_LOG_PROBS)(log_probs)]
     outputs += [layers.Identity(name=f"next_{name}")(next_states[name]) for name in shared.names]
     outputs += [layers.Identity(name=f"initial_{name}")(initial[name]) for name in shared.names]
     if attention is not None:
         outputs.append(layers.Identity(name=STEP_OUTPUT_ATTENTION)(
-            layers.Reshape((feature_shape[0],))(attention)))
+            layers.Reshape((feature_shape[0],), name="attention_step")(attention)))
     step = keras.Model([features, token, *states.values()], outputs, name="caption_decoder")
     return Decoder(training=training, step=step, state_names=shared.names)

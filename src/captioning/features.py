@@ -144,8 +144,10 @@ def build_cache(
     if manifest_path.exists():
         manifest = _read_manifest(out)
         _check_same(manifest, settings, fingerprint, out)
-        lost = [s["file"] for s in manifest["shards"]
-                if not (out / "shards" / s["file"]).exists()]
+        part = manifest.get("slice")
+        lost = [s["file"] for i, s in enumerate(manifest["shards"])
+                if (part is None or i % part[1] == part[0])
+                and not (out / "shards" / s["file"]).exists()]
         if manifest.get("complete") and not lost:
             logger.info("%s: cache already complete (%d images)", out, manifest["n_images"])
             return out

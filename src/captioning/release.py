@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from captioning.config import CaptionConfig
-from captioning.errors import CaptioningError, ReleaseError
+from captioning.errors import CaptioningError, ReleaseError, UnsafeFileError
 from captioning.features import sha256_file
 
 RELEASE_FORMAT = "captioning.release"
@@ -116,15 +116,17 @@ def record_scores(path, split: str, scores: dict) -> Path:
 
 def copy_release(manifest_path, models_dir, tokenizer_dir) -> Path:
     """Copies a release into the repository layout (`saved_models/`, `tokenizer/`)."""
-    source = _resolve_manifest(manifest_path)
-    manifest = json.loads(source.read_text())
+    # Verify first: the copy's manifest records the hashes of the copied files, so copying
+    # a changed file unchecked would make it pass as genuine.
+    _, manifest, files = verify_release(manifest_path)
     models_dir, tokenizer_dir = Path(models_dir), Path(tokenizer_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     tokenizer_dir.mkdir(parents=True, exist_ok=True)
     targets = {"encoder": models_dir / ENCODER_FILE, "decoder": models_dir / DECODER_FILE,
                "tokenizer": tokenizer_dir / TOKENIZER_FILE}
     for role, target in targets.items():
-        shutil.copyfile(source.parent / manifest["files"][role]["path"], target)
+        if files[role] != target.resolve():  # already in place (exporting onto itself)
+            shutil.copyfile(files[role], target)
     return write_manifest(models_dir / MANIFEST_FILE, manifest, targets)
 
 
@@ -214,7 +216,14 @@ def load_release(path=None) -> Release:
     from captioning.tokenizer import load_tokenizer
 
     manifest_path, manifest, files = verify_release(path)
-    tokenizer = load_tokenizer(files["tokenizer"])
+    try:
+        tokenizer = load_tokenizer(files["tokenizer"])
+    except UnsafeFileError:
+        raise
+    except CaptioningError as error:
+        # Not a tokenizer (or corrupt) although its hash matches: still a release fault.
+        raise ReleaseError(f"{TOKENIZER_FILE}: cannot be loaded as a tokenizer ({error})"
+                           ) from None
     models = {}
     for role in ("encoder", "decoder"):
         try:

@@ -1,0 +1,303 @@
+"""Figures for notebooks and reports: training curves, captioned images, attention maps.
+
+Every function builds a `matplotlib.figure.Figure` with the object API and returns it; none
+touches `pyplot`'s global state or calls `show`, so they work the same headless (a server,
+CI, a test) as in a notebook. In Jupyter or Colab a returned figure is displayed when it is
+the cell's last expression (with the inline backend, `%matplotlib inline`); anywhere it can
+be saved with `figure.savefig("name.png")`, which renders through Agg and needs no display.
+
+Example:
+>>> from captioning.plots import plot_history, show_captions          # doctest: +SKIP
+>>> plot_history("runs/demo/history.csv").savefig("curves.png")      # doctest: +SKIP
+>>> show_captions([("examples/a.jpg", "a red circle")])             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from captioning.errors import CaptioningError, ConfigError
+
+__all__ = ["plot_history", "show_captions", "show_attention"]
+
+_PANEL_INCHES = 3.2
+_TITLE_WIDTH = 32  # characters per title line before wrapping
+_ERROR_COLOUR = "tab:red"
+_PLACEHOLDER = np.full((8, 8, 3), 0.85)  # light grey, shown where an image cannot be read
+
+
+def plot_history(history) -> Figure:
+    """Plots the training curves of a run, one panel per measure.
+
+    Panels: loss and val_loss, accuracy and val_accuracy, val_bleu_4, all per epoch. The
+    best epoch (highest `val_bleu_4`, the one a run exports; lowest `val_loss` when no BLEU
+    was measured) is marked by a dashed line in every panel and a dot on its BLEU.
+    Columns the history lacks, or that are empty, are left out of their panel.
+
+    Args:
+        history: the run's `history.csv` (its path, or the run folder holding it), or a
+            DataFrame with its columns (`epoch, loss, accuracy, val_loss, val_accuracy,
+            val_bleu_4, ...`), such as `TrainResult.history`.
+
+    Returns:
+        A `Figure` with three axes (loss, accuracy, BLEU-4).
+
+    Raises:
+        CaptioningError: the file is missing or unreadable, or the history has no epoch.
+    """
+    frame = _history_frame(history)
+    epochs = frame["epoch"].to_numpy(dtype=float)
+    best = _best_epoch(frame)
+
+    figure = Figure(figsize=(3 * _PANEL_INCHES * 1.25, _PANEL_INCHES), layout="constrained")
+    panels = (
+        ("Loss", (("loss", "train"), ("val_loss", "validation"))),
+        ("Accuracy", (("accuracy", "train"), ("val_accuracy", "validation"))),
+        ("BLEU-4", (("val_bleu_4", "validation"),)),
+    )
+    axes = figure.subplots(1, len(panels))
+    for ax, (title, series) in zip(axes, panels):
+        for column, label in series:
+            values = _column(frame, column)
+            if values is not None:
+                ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch {best}")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        if len(epochs) and epochs.max() - epochs.min() < 12:
+            ax.set_xticks(np.unique(epochs))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    bleu = _column(frame, "val_bleu_4")
+    if bleu is not None:  # BLEU lies in 0..1; near-zero early scores stay near the floor
+        axes[2].set_ylim(0.0, min(1.0, max(0.1, float(np.nanmax(bleu)) * 1.2)))
+    if best is not None and bleu is not None:
+        at = np.nonzero(epochs == best)[0][0]
+        axes[2].plot([best], [bleu[at]], marker="o", markersize=8, color="tab:red",
+                     linestyle="none")
+        axes[2].annotate(f"{bleu[at]:.3f}", (best, bleu[at]), textcoords="offset points",
+                         xytext=(5, 5), fontsize="small")
+    figure.suptitle(f"Training history (best epoch {best})" if best is not None
+                    else "Training history")
+    return figure
+
+
+def show_captions(results, ncols: int = 4) -> Figure:
+    """Shows images in a grid with their captions as titles.
+
+    Args:
+        results: a list of `captioning.captioner.Caption` (what `Captioner.caption`
+            returns) or of `(image, caption)` pairs, an image being a path or an RGB array.
+            A result that failed (`Caption.error`), or an image that cannot be read, gets
+            its error as a red title over a grey placeholder.
+        ncols: images per row at most.
+
+    Returns:
+        A `Figure` with one axes per result, in order.
+
+    Raises:
+        ConfigError: `results` is empty or `ncols` is not a positive integer.
+    """
+    items = [_caption_item(result) for result in results]
+    if not items:
+        raise ConfigError("show_captions() got no results to show")
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ConfigError(f"ncols must be a positive integer, got {ncols!r}")
+    cols = min(ncols, len(items))
+    rows = math.ceil(len(items) / cols)
+    figure = Figure(figsize=(cols * _PANEL_INCHES, rows * (_PANEL_INCHES + 0.4)),
+                    layout="constrained")
+    for index, (image, caption, error) in enumerate(items):
+        ax = figure.add_subplot(rows, cols, index + 1)
+        pixels = None
+        if image is not None:
+            try:
+                pixels = _pixels(image)
+            except CaptioningError as problem:
+                error = error or str(problem)
+        ax.imshow(pixels if pixels is not None else _PLACEHOLDER)
+        ax.set_axis_off()
+        if error is not None:
+            ax.set_title(_wrap(f"error: {' '.join(str(error).split())}"), fontsize=9,
+                         color=_ERROR_COLOUR)
+        else:
+            ax.set_title(_wrap(caption), fontsize=10)
+    return figure
+
+
+def show_attention(image_path_or_array, words, attention, grid_shape=None, *,
+                   ncols: int = 4, alpha: float = 0.6, cmap: str = "jet") -> Figure:
+    """Shows where an attention model looked for each word of its caption.
+
+    Each word gets a panel: the image, and over it the word's attention weights over the
+    encoder's regions, reshaped to the region grid and stretched over the whole picture
+    (bilinear upsampling through `imshow`'s `extent`).
+
+    Args:
+        image_path_or_array: the captioned image: a path, or an RGB array `(H, W, 3)`
+            (uint8, or floats in 0..255 or 0..1).
+        words: the caption's words (a list, or the caption as one string), such as
+            `Caption.words`.
+        attention: `(words, regions)` weights, such as `Caption.attention`. Extra rows
+            (the end token's) are ignored.
+        grid_shape: `(rows, cols)` of the region grid; by default the square grid of the
+            region count (64 -> 8x8).
+        ncols: panels per row at most.
+        alpha: opacity of the attention overlay.
+        cmap: matplotlib colour map of the overlay.
+
+    Returns:
+        A `Figure` with one axes per word, titled with the word.
+
+    Raises:
+        ConfigError: there is no attention (a model without attention), the shapes do not
+            fit together, or the regions are not a square grid and no `grid_shape` is given.
+        ImageError: the image file cannot be read.
+    """
+    if isinstance(words, str):
+        words = words.split()
+    words = [str(word) for word in words]
+    if attention is None:
+        raise ConfigError("no attention weights: only models trained with conditioning "
+                          "'attention' (on grid features) have attention maps")
+    weights = np.asarray(attention, dtype=np.float32)
+    if weights.ndim != 2:
+        raise ConfigError(f"attention must be (words, regions), got shape {weights.shape}")
+    if not words:
+        raise ConfigError("show_attention() got no words to show")
+    if weights.shape[0] < len(words):
+        raise ConfigError(f"attention has {weights.shape[0]} rows but there are {len(words)} "
+                          "words; pass the words and attention of the same caption")
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ConfigError(f"ncols must be a positive integer, got {ncols!r}")
+    grid = _grid_shape(weights.shape[1], grid_shape)
+    pixels = _pixels(image_path_or_array)
+    height, width = pixels.shape[:2]
+    extent = (0, width, height, 0)
+
+    cols = min(ncols, len(words))
+    rows = math.ceil(len(words) / cols)
+    figure = Figure(figsize=(cols * _PANEL_INCHES * 0.8, rows * _PANEL_INCHES * 0.85),
+                    layout="constrained")
+    for index, word in enumerate(words):
+        ax = figure.add_subplot(rows, cols, index + 1)
+        ax.imshow(pixels, extent=extent)
+        ax.imshow(weights[index].reshape(grid), cmap=cmap, alpha=alpha, extent=extent,
+                  interpolation="bilinear")
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        ax.set_title(word, fontsize=11)
+        ax.set_axis_off()
+    figure.suptitle(_wrap(" ".join(words), 80))
+    return figure
+
+
+def _history_frame(history):
+    import pandas as pd
+
+    if isinstance(history, pd.DataFrame):
+        frame = history
+    elif hasattr(history, "history") and isinstance(history.history, pd.DataFrame):
+        frame = history.history  # a TrainResult
+    else:
+        try:
+            path = Path(os.fspath(history))
+        except TypeError:
+            raise ConfigError("plot_history() takes a history.csv path, a run folder or a "
+                              f"DataFrame, got {type(history).__name__}") from None
+        if path.is_dir():
+            path = path / "history.csv"
+        if not path.is_file():
+            raise CaptioningError(f"{path}: no such history file; a run folder gets "
+                                  "history.csv after its first epoch")
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as error:
+            raise CaptioningError(f"{path}: cannot read the history ({error})") from None
+    if "epoch" not in frame.columns:
+        frame = frame.assign(epoch=np.arange(1, len(frame) + 1))
+    frame = frame.dropna(subset=["epoch"]).sort_values("epoch")
+    if frame.empty:
+        raise CaptioningError("the history has no finished epoch to plot")
+    return frame
+
+
+def _column(frame, name):
+    if name not in frame.columns:
+        return None
+    values = frame[name].to_numpy(dtype=float)
+    return None if np.all(np.isnan(values)) else values
+
+
+def _best_epoch(frame):
+    for name, pick in (("val_bleu_4", np.nanargmax), ("val_loss", np.nanargmin)):
+        values = _column(frame, name)
+        if values is not None:
+            return int(frame["epoch"].iloc[int(pick(values))])
+    return None
+
+
+def _caption_item(result):
+    """(image, caption, error) of a Caption or an (image, caption) pair."""
+    if hasattr(result, "caption") and hasattr(result, "image"):
+        image = result.image
+        if isinstance(image, str) and image == "<array>":
+            image = None
+        return image, result.caption, getattr(result, "error", None)
+    try:
+        image, caption = result
+    except (TypeError, ValueError):
+        raise ConfigError("show_captions() takes Caption results or (image, caption) pairs, "
+                          f"got {result!r}") from None
+    return image, caption, None
+
+
+def _pixels(image) -> np.ndarray:
+    """An image for imshow: uint8 RGB, or float RGB in 0..1."""
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        if array.ndim != 3 or array.shape[-1] not in (3, 4):
+            raise ConfigError(f"an image array must be (H, W, 3) RGB, got shape {image.shape}")
+        array = array[..., :3]
+        if array.dtype == np.uint8:
+            return array
+        array = array.astype(np.float32)
+        if array.size and float(np.nanmax(array)) > 1.0:
+            array = array / 255.0
+        return np.clip(array, 0.0, 1.0)
+    from captioning.images import load_image
+
+    return load_image(image)
+
+
+def _grid_shape(regions: int, grid_shape):
+    if grid_shape is not None:
+        try:
+            rows, cols = (int(n) for n in grid_shape)
+        except (TypeError, ValueError):
+            raise ConfigError(f"grid_shape must be (rows, cols), got {grid_shape!r}") from None
+        if rows * cols != regions:
+            raise ConfigError(f"grid_shape {rows}x{cols} holds {rows * cols} regions but the "
+                              f"attention has {regions}")
+        return rows, cols
+    side = math.isqrt(regions)
+    if side * side != regions:
+        raise ConfigError(f"{regions} attention regions are not a square grid; pass "
+                          "grid_shape=(rows, cols)")
+    return side, side
+
+
+def _wrap(text, width: int = _TITLE_WIDTH) -> str:
+    text = "" if text is None else " ".join(str(text).split())
+    return "\n".join(textwrap.wrap(text, width)) or " "

