@@ -8,7 +8,7 @@ from captioning.errors import ConfigError
 from captioning.finetune import unfreeze_top
 from captioning.release import load_release
 from captioning.training import train
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 
 def test_unfreeze_top_leaves_batchnorm_frozen():

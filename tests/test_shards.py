@@ -5,7 +5,7 @@ import pytest
 
 from captioning.errors import CacheError
 from captioning.features import FeatureCache, build_cache, load_features, merge_caches
-from tests.conftest import CACHE_SETTINGS
+from conftest import CACHE_SETTINGS
 
 
 def _slice(table, dataset, out, index, count, **changes):
