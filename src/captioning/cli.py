@@ -202,6 +202,8 @@ _TRAIN_FLAGS = ("epochs", "batch_size", "seed", "cell", "conditioning", "units",
 
 
 def _train(args) -> int:
+    import pandas as pd
+
     from captioning.config import CaptionConfig
     from captioning.training import train
 
@@ -211,8 +213,10 @@ def _train(args) -> int:
     result = train(args.cache, args.out, config, progress=not args.quiet,
                    dataset=str(Path(args.cache).resolve().name), images_dir=args.images)
     row = result.history[result.history["epoch"] == result.best_epoch].iloc[0]
-    print(f"best epoch {result.best_epoch}: val_loss {row['val_loss']:.4f}, "
-          f"val_bleu_4 {row['val_bleu_4']:.4f}; release in {result.run_dir}")
+    scores = ", ".join(f"{name} {row[name]:.4f}" for name in ("val_loss", "val_bleu_4")
+                       if pd.notna(row.get(name)))
+    print(f"best epoch {result.best_epoch}: {scores or 'no validation split'}; "
+          f"release in {result.run_dir}")
     return EXIT_OK
 
 
