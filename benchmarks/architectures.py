@@ -1,8 +1,16 @@
 """Every cell x conditioning combination on the harder synthetic configuration.
 
-Two shapes per image, captions naming their left/right order. Pooled features average the
-spatial map away, so only attention over grid features can tell which shape is where.
-Writes a Markdown table (Bleu_4, CIDEr on the test split) to stdout and to --out.
+Two (or three) shapes per image, captions naming their left-to-right order. Pooled features
+average the spatial map away, so the order must come from what survives the pooling; attention
+over grid features can look at each region. Writes a Markdown table of the test split to stdout
+and to --out:
+
+- `Bleu_4`, `CIDEr`: the COCO metrics (pycocoevalcap) of the greedy captions;
+- `true`: the share of test images whose caption is one of the image's own true captions
+  (word for word), which BLEU does not measure: "a red circle to the left of a blue star" and
+  "a blue star to the left of a red circle" differ by little in n-grams, but one is false.
+
+Each finished combination is kept in `--work/results.json`, so an interrupted run resumes.
 
 Usage:
     python benchmarks/architectures.py --work build/arch --out benchmarks/architectures.md
@@ -19,10 +27,25 @@ from captioning.config import CaptionConfig
 from captioning.datasets import read_captions
 from captioning.evaluation import evaluate_release
 from captioning.features import build_cache
-from captioning.synthetic import make_dataset
+from captioning.synthetic import METADATA_FILE, make_dataset
 from captioning.training import train
 
 ENCODER, SIZE = "inception_v3_mixed2", 96
+CELLS = ("gru", "lstm")
+CONDITIONINGS = ("init_state", "first_input", "every_step", "attention")
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(word for word in text.lower().split() if word.isalnum())
+
+
+def true_share(predictions_file: Path, metadata_file: Path) -> float:
+    """The share of predicted captions that are one of their image's true captions."""
+    truths = {record["file_name"]: {_words(caption) for caption in record["captions"]}
+              for record in json.loads(metadata_file.read_text())["images"]}
+    predictions = json.loads(predictions_file.read_text())
+    hits = sum(_words(item["caption"]) in truths[item["image_id"]] for item in predictions)
+    return hits / len(predictions)
 
 
 def main():
@@ -30,40 +53,54 @@ def main():
     parser.add_argument("--work", default="build/arch")
     parser.add_argument("--out", default="benchmarks/architectures.md")
     parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--shapes", type=int, default=2, choices=(2, 3))
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     work = Path(args.work)
     data = work / "data"
     if not (data / "captions.csv").exists():
-        make_dataset(data, n_images=args.images, seed=7, image_size=128, shapes_per_image=2)
+        make_dataset(data, n_images=args.images, seed=7, image_size=128,
+                     shapes_per_image=args.shapes)
     table = read_captions(data / "captions.csv", format="csv")
     caches = {kind: build_cache(table, data / "images", work / f"cache-{kind}", encoder=ENCODER,
                                 weights="none", image_size=SIZE, features=kind, progress=False)
               for kind in ("pooled", "grid")}
-    rows = []
-    for cell in ("gru", "lstm"):
-        for conditioning in ("init_state", "first_input", "every_step", "attention"):
+    results_file = work / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    for cell in CELLS:
+        for conditioning in CONDITIONINGS:
+            name = f"{cell}-{conditioning}"
+            if name in results:
+                continue
             kind = "grid" if conditioning == "attention" else "pooled"
             config = CaptionConfig(cell=cell, conditioning=conditioning, epochs=args.epochs,
                                    max_length=16, max_decode_length=16, seed=0)
-            run = work / f"run-{cell}-{conditioning}"
+            run = work / f"run-{name}"
             start = time.time()
             train(caches[kind], run, config, progress=False)
             seconds = time.time() - start
-            scores = evaluate_release(run, caches[kind], split="test")
-            rows.append((cell, conditioning, kind, scores["Bleu_4"], scores["CIDEr"], seconds))
-            print(rows[-1], flush=True)
+            predictions = run / "test_predictions.json"
+            scores = evaluate_release(run, caches[kind], split="test",
+                                      predictions_path=predictions)
+            results[name] = {"cell": cell, "conditioning": conditioning, "features": kind,
+                             "Bleu_4": scores["Bleu_4"], "CIDEr": scores["CIDEr"],
+                             "true": true_share(predictions, data / METADATA_FILE),
+                             "train_s": seconds}
+            results_file.write_text(json.dumps(results, indent=1))
+            print(name, results[name], flush=True)
+    grid = json.loads((work / "cache-grid" / "manifest.json").read_text())["feature_shape"]
     lines = [
-        f"Synthetic, 2 shapes per image ({args.images} images, seed 7), {ENCODER} random "
-        f"weights at {SIZE} px (grid: 9x9 regions), {args.epochs} epochs, max_length 16, "
-        "otherwise default decoder settings, greedy decoding, test split:",
+        f"Synthetic, {args.shapes} shapes per image ({args.images} images, seed 7), {ENCODER} "
+        f"random weights at {SIZE} px (grid: {grid[0]} regions of {grid[1]}), {args.epochs} "
+        "epochs, max_length 16, otherwise default decoder settings, greedy decoding, test split:",
         "",
-        "| cell | conditioning | features | Bleu_4 | CIDEr | train s |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ] + [f"| {c} | {k} | {f} | {b:.3f} | {d:.2f} | {s:.0f} |" for c, k, f, b, d, s in rows]
+        "| cell | conditioning | features | Bleu_4 | CIDEr | true captions | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ] + [f"| {r['cell']} | {r['conditioning']} | {r['features']} | {r['Bleu_4']:.3f} | "
+         f"{r['CIDEr']:.2f} | {r['true']:.1%} | {r['train_s']:.0f} |"
+         for r in (results[f"{c}-{k}"] for c in CELLS for k in CONDITIONINGS)]
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
-    (work / "results.json").write_text(json.dumps(rows, indent=1))
     print(text)
 
 

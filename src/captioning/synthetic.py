@@ -114,7 +114,9 @@ _CELL_JITTER = 0.035
 _BACKGROUND_LEVELS = (35, 56)
 _NOISE_STD = 6.0
 _SUPERSAMPLE = 4
-_JPEG_QUALITY = 95
+_JPEG_QUALITIES = (60, 95)
+"""JPEG quality of each image, drawn uniformly from this range, so that a model trained on
+the images does not learn one encoder's artefacts (a user's photos come at every quality)."""
 _SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}
 _PROGRESS_THRESHOLD = 200
 _MIN_IMAGES = 10
@@ -248,9 +250,9 @@ def make_dataset(
 ):
     """Writes a synthetic shapes captioning dataset.
 
-    The images go to `out_dir/images/shape_000000.jpg`, ... (RGB JPEG, quality
-    95). The captions go to files laid out like the real dataset of the chosen
-    format:
+    The images go to `out_dir/images/shape_000000.jpg`, ... (RGB JPEG, each at a
+    quality drawn from 60 to 95). The captions go to files laid out like the real
+    dataset of the chosen format:
 
     - "csv": `out_dir/captions.csv` with columns `image,caption,split`, one row
       per caption, `image` being the file name inside `images/` and `split` one
@@ -297,9 +299,10 @@ def make_dataset(
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"out_dir {str(out_dir)!r} exists and is not a directory.")
 
-    layout_seed, split_seed, pixel_seed = np.random.SeedSequence(seed).spawn(3)
+    layout_seed, split_seed, pixel_seed, quality_seed = np.random.SeedSequence(seed).spawn(4)
     layout_rng = np.random.default_rng(layout_seed)
     pixel_rng = np.random.default_rng(pixel_seed)
+    quality_rng = np.random.default_rng(quality_seed)
     splits = _assign_splits(n_images, np.random.default_rng(split_seed))
 
     image_dir = out_dir / "images"
@@ -316,13 +319,15 @@ def make_dataset(
         background = int(pixel_rng.integers(*_BACKGROUND_LEVELS, endpoint=True))
         image = _render(shapes, image_size, background, pixel_rng)
         file_name = f"shape_{index:0{width}d}.jpg"
-        image.save(image_dir / file_name, format="JPEG", quality=_JPEG_QUALITY)
+        quality = int(quality_rng.integers(*_JPEG_QUALITIES, endpoint=True))
+        image.save(image_dir / file_name, format="JPEG", quality=quality)
         records.append(
             {
                 "id": index + 1,
                 "file_name": file_name,
                 "split": splits[index],
                 "background": background,
+                "jpeg_quality": quality,
                 "shapes": [_shape_metadata(item, image_size) for item in shapes],
                 "captions": describe(shapes),
             }
