@@ -111,3 +111,105 @@ def test_caption_features_matches_caption(captioner, greedy, cache, image_paths)
 
 def test_no_images_gives_no_results(captioner):
     assert captioner.caption([]) == []
+
+
+def test_one_path_or_one_array_is_one_image(captioner, greedy, image_paths):
+    from pathlib import Path
+
+    for single in (image_paths[0], Path(image_paths[0])):
+        results = captioner.caption(single)
+        assert len(results) == 1
+        assert results[0].image == image_paths[0]
+        assert results[0].caption == greedy[0].caption
+    rgb = load_image(image_paths[0])
+    assert [r.caption for r in captioner.caption(rgb)] == [greedy[0].caption]
+    grey = rgb.mean(axis=-1).astype(np.uint8)
+    results = captioner.caption(grey)
+    assert len(results) == 1 and results[0].ok
+    assert results[0].caption == captioner.caption([grey])[0].caption
+
+
+def test_a_batch_array_is_one_image_per_row(captioner, image_paths):
+    arrays = [load_image(path) for path in image_paths[:3]]
+    assert len({a.shape for a in arrays}) == 1
+    results = captioner.caption(np.stack(arrays))
+    assert len(results) == 3
+    assert [r.caption for r in results] == [r.caption for r in captioner.caption(arrays)]
+    with pytest.raises(ConfigError, match=r"\(1, 1, 2, 2, 3\)"):
+        captioner.caption(np.zeros((1, 1, 2, 2, 3), np.uint8))
+
+
+def test_bad_beam_and_batch_size_are_refused(captioner, run, image_paths):
+    for beam in (0, -1, 1.5):
+        with pytest.raises(ConfigError, match="beam"):
+            captioner.caption(image_paths[:1], beam=beam)
+    with pytest.raises(ConfigError, match="batch_size.*0"):
+        Captioner.load(run, batch_size=0)
+
+
+def test_words_and_attention_rows_come_from_the_same_ids(captioner, image_paths, monkeypatch):
+    """Each word keeps its own attention row, whatever ids the search returns."""
+    from captioning.decoding import Beams
+
+    tokenizer = captioner.tokenizer
+    red, circle = tokenizer.word_index["red"], tokenizer.word_index["circle"]
+    # a start token in the middle, an id outside the vocabulary, then the end and padding
+    ids = [red, tokenizer.start_id, circle, tokenizer.vocab_size + 5, tokenizer.end_id, 0]
+    regions = 4
+    attention = np.zeros((1, 1, len(ids), regions), np.float32)
+    for step in range(5):
+        attention[0, 0, step, step % regions] = 1.0 + step  # the step, readable in the row
+
+    def decode(features, beam=1, length_penalty=0.0):
+        return Beams(ids=np.array([[ids]]), scores=np.array([[-1.0]]),
+                     log_probs=np.array([[-2.0]]), lengths=np.array([[5]]),
+                     attention=attention)
+
+    monkeypatch.setattr(captioner.search, "decode", decode)
+    result = captioner.caption(image_paths[0])[0]
+    assert result.words == ["red", "circle", tokenizer.oov_token]
+    assert result.caption == f"red circle {tokenizer.oov_token}"
+    assert result.attention.shape == (3, regions)
+    # the rows of steps 0, 2 and 3: the start token's row (step 1) went with it
+    np.testing.assert_array_equal(result.attention.max(axis=1), [1.0, 3.0, 4.0])
+    assert captioner.words(ids, 5) == (result.words, [0, 2, 3])
+
+
+def test_download_image_names_files_by_the_whole_url(tmp_path):
+    from PIL import Image
+
+    from captioning.captioner import download_image
+    from captioning.errors import ImageError
+
+    first, second = tmp_path / "a" / "image.jpg", tmp_path / "b" / "image.jpg"
+    for path, color in ((first, (255, 0, 0)), (second, (0, 0, 255))):
+        path.parent.mkdir()
+        Image.new("RGB", (8, 8), color).save(path)
+    cache = tmp_path / "cache"
+    got = [download_image(path.as_uri(), cache) for path in (first, second)]
+    assert got[0] != got[1] and got[0].suffix == got[1].suffix == ".jpg"
+    assert [p.read_bytes() for p in got] == [first.read_bytes(), second.read_bytes()]
+    red, blue = (load_image(path)[0, 0].astype(int) for path in got)
+    assert red[0] > 200 > red[2] and blue[2] > 200 > blue[0]  # not the first image again
+    assert download_image(first.as_uri(), cache) == got[0]  # cached
+    with pytest.raises(ImageError, match="missing.jpg"):
+        download_image((tmp_path / "missing.jpg").as_uri(), cache)
+
+
+def test_download_image_of_a_url_ending_in_a_slash(tmp_path, monkeypatch):
+    import keras
+
+    from captioning.captioner import download_image
+
+    served = {"https://example.com/cat/": b"cat", "https://example.com/dog/": b"dog"}
+
+    def get_file(fname, origin, cache_dir, cache_subdir, force_download):
+        target = tmp_path / cache_subdir / fname
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(served[origin])
+        return str(target)
+
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    cat, dog = (download_image(url) for url in served)
+    assert cat != dog and cat.suffix == "" and dog.suffix == ""
+    assert (cat.read_bytes(), dog.read_bytes()) == (b"cat", b"dog")

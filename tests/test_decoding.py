@@ -28,13 +28,15 @@ def random_features(conditioning, batch=4, seed=0):
 _STEPS = {}
 
 
-def step_model(cell="gru", conditioning="init_state", end_bias=None, pad_bias=5.0, seed=1):
+def step_model(cell="gru", conditioning="init_state", end_bias=None, pad_bias=5.0, seed=1,
+               start_bias=0.0):
     """A random one-step decoder with peaky outputs. `pad_bias` makes the padding id the
-    most likely word, which the search must never pick; `end_bias` sets how soon it ends
-    (by default so that some captions end early and others run to the limit)."""
+    most likely word, which the search must never pick (`start_bias` likewise for the start
+    token); `end_bias` sets how soon it ends (by default so that some captions end early
+    and others run to the limit)."""
     if end_bias is None:
         end_bias = 3.0 if conditioning == "attention" else 1.0
-    key = (cell, conditioning, end_bias, pad_bias, seed)
+    key = (cell, conditioning, end_bias, pad_bias, seed, start_bias)
     if key not in _STEPS:
         keras.utils.set_random_seed(seed)
         config = CaptionConfig(cell=cell, conditioning=conditioning, units=16, embedding_dim=8,
@@ -42,7 +44,7 @@ def step_model(cell="gru", conditioning="init_state", end_bias=None, pad_bias=5.
         decoder = build_decoder(config, VOCAB, feature_shape(conditioning), sequence_length=3)
         logits = decoder.step.get_layer("logits")
         kernel, bias = logits.get_weights()
-        bias[END], bias[PAD] = end_bias, pad_bias
+        bias[END], bias[PAD], bias[START] = end_bias, pad_bias, bias[START] + start_bias
         logits.set_weights([kernel * 4.0, bias])
         _STEPS[key] = decoder.step
     return _STEPS[key]
@@ -90,7 +92,7 @@ def reference_greedy(step, features, max_length=MAX_LENGTH):
     token, states, ids, total = START, run.initial, [], 0.0
     for _ in range(max_length):
         log_probs, states, _ = run(token, states)
-        log_probs[PAD] = -np.inf
+        log_probs[[PAD, START]] = -np.inf
         token = int(np.argmax(log_probs))
         ids.append(token)
         total += log_probs[token]
@@ -99,26 +101,36 @@ def reference_greedy(step, features, max_length=MAX_LENGTH):
     return ids, total
 
 
-def reference_beam(step, features, k, max_length=MAX_LENGTH):
-    """Plain beam search: finished beams keep their score and emit padding."""
+def reference_beam(step, features, k, max_length=MAX_LENGTH, length_penalty=0.0):
+    """Plain beam search with a pool of finished captions (GNMT style), run to the end.
+
+    K alive captions ranked by total log-probability; each step takes the 2K best
+    expansions, moves those that end into the pool (scored log_prob / length ** penalty,
+    the K best kept) and keeps the K best others alive. It always runs `max_length` steps
+    (no early stop), then the alive captions join the pool. Returns the K best of the pool,
+    best first, as (score, log_prob, ids padded to max_length, attention rows)."""
     run = StepRunner(step, features)
-    beams = [(0.0, [], run.initial, False, [])]  # score, ids, states, finished, attention
-    for _ in range(max_length):
-        if all(beam[3] for beam in beams):
-            break
+    alive = [(0.0, [], run.initial, [])]  # log_prob, ids, states, attention
+    pool = []  # normalised score, log_prob, ids, attention
+    for t in range(max_length):
         candidates = []
-        for score, ids, states, finished, attention in beams:
-            if finished:
-                candidates.append((score, ids + [PAD], states, True, attention))
-                continue
+        for log_prob, ids, states, attention in alive:
             log_probs, next_states, weights = run(ids[-1] if ids else START, states)
             for word in range(VOCAB):
-                if word != PAD:
-                    candidates.append((score + log_probs[word], ids + [word], next_states,
-                                       word == END, attention + [weights]))
-        beams = sorted(candidates, key=lambda c: -c[0])[:k]
-    return [(score, ids + [PAD] * (max_length - len(ids)), attention)
-            for score, ids, _, _, attention in beams]
+                if word not in (PAD, START):
+                    candidates.append((log_prob + log_probs[word], ids + [word], next_states,
+                                       attention + [weights]))
+        candidates = sorted(candidates, key=lambda c: -c[0])[:2 * k]
+        for log_prob, ids, _, attention in candidates:
+            if ids[-1] == END:
+                pool.append((log_prob / (t + 1) ** length_penalty, log_prob, ids, attention))
+        pool = sorted(pool, key=lambda c: -c[0])[:k]
+        alive = [c for c in candidates if c[1][-1] != END][:k]
+    for log_prob, ids, _, attention in alive:
+        pool.append((log_prob / max_length ** length_penalty, log_prob, ids, attention))
+    pool = sorted(pool, key=lambda c: -c[0])[:k]
+    return [(score, log_prob, ids + [PAD] * (max_length - len(ids)), attention)
+            for score, log_prob, ids, attention in pool]
 
 
 def strip(ids):
@@ -158,12 +170,17 @@ def test_beam_one_is_greedy_and_the_default():
 @pytest.mark.parametrize("cell,conditioning", KINDS, ids=[c for _, c in KINDS])
 def test_beam_search_equals_a_python_beam_search(cell, conditioning):
     features = random_features(conditioning, batch=3, seed=4)
-    beams = search(cell, conditioning).decode(features, beam=3, length_penalty=0.0)
-    for image in range(3):
-        expected = reference_beam(step_model(cell, conditioning), features[image], 3)
-        for b, (score, ids, _) in enumerate(expected):
-            assert beams.ids[image, b].tolist() == ids, (image, b)
-            np.testing.assert_allclose(beams.log_probs[image, b], score, rtol=1e-4, atol=1e-4)
+    for penalty in (0.0, 0.7):
+        beams = search(cell, conditioning).decode(features, beam=3, length_penalty=penalty)
+        for image in range(3):
+            expected = reference_beam(step_model(cell, conditioning), features[image], 3,
+                                      length_penalty=penalty)
+            for b, (score, log_prob, ids, _) in enumerate(expected):
+                assert beams.ids[image, b].tolist() == ids, (penalty, image, b)
+                np.testing.assert_allclose(beams.log_probs[image, b], log_prob, rtol=1e-4,
+                                           atol=1e-4)
+                np.testing.assert_allclose(beams.scores[image, b], score, rtol=1e-4,
+                                           atol=1e-4)
 
 
 @pytest.mark.parametrize("cell,conditioning", KINDS, ids=[c for _, c in KINDS])
@@ -204,6 +221,29 @@ def test_never_pad_before_the_end_and_finished_beams_stay_finished(cell, conditi
     assert np.any(beams.lengths < MAX_LENGTH)
 
 
+@pytest.mark.parametrize("cell,conditioning", KINDS, ids=[c for _, c in KINDS])
+def test_the_start_token_is_never_generated(cell, conditioning):
+    # The start token is the decoder's favourite word here; the search must skip it, as
+    # the tokenizer's decode would drop it and the words would lose their attention rows.
+    step = step_model(cell, conditioning, start_bias=8.0)
+    features = random_features(conditioning, batch=3, seed=16)
+    run = StepRunner(step, features[0])
+    log_probs, _, _ = run(START, run.initial)
+    log_probs[PAD] = -np.inf
+    assert int(np.argmax(log_probs)) == START  # the bias does make it the favourite
+    decoder = search(cell, conditioning, start_bias=8.0)
+    for beam in (1, 3):
+        beams = decoder.decode(features, beam=beam)
+        assert not np.any(beams.ids == START)
+        for image in range(3):
+            for b in range(beam):
+                length = int(beams.lengths[image, b])
+                assert PAD not in beams.ids[image, b, :length].tolist()
+    for image in range(3):
+        ids, _ = reference_greedy(step, features[image])
+        assert strip(decoder.decode(features[image:image + 1]).ids[0, 0]) == ids
+
+
 def test_stops_at_max_length_when_the_end_never_comes():
     features = random_features("init_state", batch=3, seed=3)
     decoder = search("gru", "init_state", end_bias=-1e4, max_length=5)
@@ -239,7 +279,7 @@ def test_attention_weights_per_generated_word():
             assert not beams.attention[image, b, length:].any()
         # and they are the weights the step model gave for those words
         expected = reference_beam(step_model("lstm", "attention"), features[image], 3)
-        for b, (_, _, attention) in enumerate(expected):
+        for b, (_, _, _, attention) in enumerate(expected):
             np.testing.assert_allclose(beams.attention[image, b, :len(attention)],
                                        np.stack(attention), atol=1e-5)
     assert search("gru", "init_state").decode(random_features("init_state", 1)).attention \
