@@ -238,3 +238,60 @@ def test_train_without_a_validation_split(cache, tmp_path, capsys):
             "--units", "8", "--embedding-dim", "4", "--max-length", "12", "--quiet"]
     assert cli.main(args) == 0
     assert "best epoch 1: no validation split" in capsys.readouterr().out
+
+
+def test_synthetic_into_an_unwritable_place_is_one_line(tmp_path, capsys):
+    # An OSError on a path the user gave is their mistake: one line naming it, exit 2.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code = cli.main(["synthetic", "--out", str(blocker / "data"), "--images", "10"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"error: cannot write {blocker / 'data'}") and "Not a directory" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_synthetic_images_must_be_a_positive_int(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["synthetic", "--out", str(tmp_path / "d"), "--images", value])
+    assert caught.value.code == 2
+    assert "--images" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_bad_release_fails_before_tensorflow_starts(tmp_path):
+    # A fresh process: the manifest is checked before TensorFlow is imported, so the one
+    # line comes at once, with no TensorFlow start-up lines before it.
+    import os
+    import sys
+
+    (tmp_path / "manifest.json").write_text("[]")
+    code = ("import sys; from captioning import cli; rc = cli.main(sys.argv[1:]); "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
+            "sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, "caption", "missing.jpg", "--release",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items()
+                               if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "manifest.json" in done.stderr
+
+
+def test_train_text_flags_are_recorded_in_the_release(cache, tmp_path, capsys):
+    from captioning.release import load_release
+
+    run_dir = tmp_path / "run"
+    args = ["train", "--cache", str(cache), "--out", str(run_dir), "--epochs", "1", "--units",
+            "8", "--embedding-dim", "4", "--max-length", "12", "--quiet", "--filters", "!?",
+            "--no-lower", "--long-captions", "drop", "--num-words", "12"]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    release = load_release(run_dir)
+    config = release.manifest["config"]
+    assert (config["filters"], config["lower"], config["long_captions"],
+            config["num_words"]) == ("!?", False, "drop", 12)
+    tokenizer = release.tokenizer  # what prediction uses applies them
+    assert tokenizer.words("A Red, Square?!") == ["A", "Red,", "Square"]
+    assert tokenizer.long_captions == "drop"
+    assert tokenizer.vocab_size == release.manifest["vocab_size"] == 12

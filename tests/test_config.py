@@ -77,6 +77,9 @@ BAD_VALUES = [
     ("length_penalty", "long"),
     ("seed", "zero"),
     ("lower", "yes"),
+    ("filters", 5),
+    ("filters", None),
+    ("filters", ["!", "?"]),
     ("strategy", "horovod"),
     ("fine_tune", -1),
     ("fine_tune", True),
@@ -163,3 +166,20 @@ def test_load_refuses_a_json_file_that_is_not_an_object(tmp_path):
     path.write_text(json.dumps(["units", "cell"]))
     with pytest.raises(ConfigError, match="list.json"):
         CaptionConfig.load(path)
+
+
+def test_text_settings_travel_with_the_config_and_reach_the_tokenizer():
+    from captioning.tokenizer import DEFAULT_FILTERS
+    from captioning.training import _make_tokenizer
+
+    assert CaptionConfig().filters == DEFAULT_FILTERS
+    cfg = CaptionConfig(filters="!,", lower=False, long_captions="drop", num_words=50)
+    values = json.loads(json.dumps(cfg.to_dict()))
+    assert values["filters"] == "!," and CaptionConfig.from_dict(values) == cfg
+    # A config written before `filters` existed (an older release) reads with the default.
+    del values["filters"]
+    assert CaptionConfig.from_dict(values).filters == DEFAULT_FILTERS
+    tokenizer = _make_tokenizer(cfg)
+    assert (tokenizer.filters, tokenizer.lower, tokenizer.long_captions,
+            tokenizer.num_words) == ("!,", False, "drop", 50)
+    assert tokenizer.words("A Dog, running. Fast!") == ["A", "Dog", "running.", "Fast"]

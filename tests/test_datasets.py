@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -244,11 +245,12 @@ def test_coco_two_files_with_split_from_names(tmp_path):
         tmp_path / "captions_val2017.json", coco([(5, "000005.jpg")], [(5, "A cow .")])
     )
     table = read_captions([train, str(val)], "coco")
+    # COCO's layout: each file's images in the folder named after it, under one root.
     assert rows(table) == [
-        ("COCO_train2014_3.jpg", "A man .", "train"),
-        ("COCO_train2014_9.jpg", "A dog .", "train"),
-        ("COCO_train2014_3.jpg", "A hat .", "train"),
-        ("000005.jpg", "A cow .", "val"),
+        ("train2014/COCO_train2014_3.jpg", "A man .", "train"),
+        ("train2014/COCO_train2014_9.jpg", "A dog .", "train"),
+        ("train2014/COCO_train2014_3.jpg", "A hat .", "train"),
+        ("val2017/000005.jpg", "A cow .", "val"),
     ]
     assert list(table.index) == [0, 1, 2, 3]
     assert table.attrs["source"] == f"{train}, {val}"
@@ -452,7 +454,7 @@ def test_unknown_format_and_options(tmp_path):
     assert FORMATS == ("coco", "flickr8k", "karpathy", "csv")
     with pytest.raises(ConfigError, match="Unknown captions format 'flickr30k'.*'flickr8k'"):
         read_captions(path, "flickr30k")
-    with pytest.raises(TypeError, match="fold_restval"):
+    with pytest.raises(ConfigError, match="fold_restval.*'csv'"):
         read_captions(path, "csv", fold_restval=False)
     with pytest.raises(ConfigError, match="only 'coco' accepts a list"):
         read_captions([path], "csv")
@@ -489,7 +491,7 @@ def test_check_images_skips_missing(tmp_path, table, caplog):
     assert record.name == "captioning"
     assert record.getMessage() == (
         f"3 of 5 images listed in the captions table are missing under {images}; "
-        "their 4 captions are skipped (use strict=True to stop instead)."
+        "their 4 captions are skipped (--strict, or strict=True in Python, stops instead)."
     )
 
 
@@ -509,6 +511,8 @@ def test_check_images_strict_raises(tmp_path, table):
     assert message.startswith("4 of 5 images listed in the captions table are missing under")
     assert str(tmp_path) in message
     assert "../e.jpg, b.jpg, d.jpg, sub/c.jpg" in message
+    # Worded for the CLI and for Python alike.
+    assert "drop --strict" in message and "strict=False" in message
 
 
 def test_check_images_names_source_and_folder(tmp_path):
@@ -517,3 +521,178 @@ def test_check_images_names_source_and_folder(tmp_path):
         check_images(read_captions(path, "csv"), tmp_path, strict=True)
     with pytest.raises(DatasetError, match="Images folder not found"):
         check_images(read_captions(path, "csv"), tmp_path / "images")
+
+
+def test_check_images_needs_an_image_column(tmp_path):
+    with pytest.raises(ConfigError, match=r"'image'.*\['name', 'caption'\]"):
+        check_images(pd.DataFrame({"name": ["a.jpg"], "caption": ["A"]}), tmp_path)
+
+
+# COCO's folders: train2014/, val2014/ under one root, or the images folder itself.
+
+
+def _coco_2014(root):
+    """COCO 2014's layout: annotations/ and one image folder per captions file."""
+    (root / "annotations").mkdir(parents=True)
+    files = []
+    for split, ids in (("train", (1, 2)), ("val", (3,))):
+        names = [(i, f"COCO_{split}2014_{i:012d}.jpg") for i in ids]
+        files.append(write_json(root / "annotations" / f"captions_{split}2014.json",
+                                coco(names, [(i, f"Picture {i} .") for i, _ in names])))
+        (root / f"{split}2014").mkdir()
+        for _, name in names:
+            (root / f"{split}2014" / name).touch()
+    return files
+
+
+def test_coco_files_read_together_find_their_folders_under_one_root(tmp_path):
+    files = _coco_2014(tmp_path / "coco")
+    table = read_captions(files, "coco", images_dir=tmp_path / "coco")
+    assert table["image"].tolist() == [
+        "train2014/COCO_train2014_000000000001.jpg",
+        "train2014/COCO_train2014_000000000002.jpg",
+        "val2014/COCO_val2014_000000000003.jpg",
+    ]
+    assert table["split"].tolist() == ["train", "train", "val"]
+    kept, missing = check_images(table, tmp_path / "coco", strict=True)
+    assert missing == [] and len(kept) == 3
+
+
+def test_coco_images_folder_holding_the_images_directly(tmp_path):
+    # `--images coco/val2014`: that folder holds the images, not a val2014/ folder.
+    files = _coco_2014(tmp_path / "coco")
+    table = read_captions(files[1], "coco", images_dir=tmp_path / "coco" / "val2014")
+    assert table["image"].tolist() == ["COCO_val2014_000000000003.jpg"]
+    kept, missing = check_images(table, tmp_path / "coco" / "val2014", strict=True)
+    assert missing == [] and len(kept) == 1
+
+
+def test_coco_image_prefix_option(tmp_path):
+    files = _coco_2014(tmp_path / "coco")
+    assert read_captions(files[1], "coco", image_prefix="")["image"].tolist() == [
+        "COCO_val2014_000000000003.jpg"]
+    table = read_captions(files, "coco", image_prefix=["a", "b/"])
+    assert [name.split("/")[0] for name in table["image"]] == ["a", "a", "b"]
+    with pytest.raises(ConfigError, match=r"one str per COCO file \(2 files\); got \['a'\]"):
+        read_captions(files, "coco", image_prefix=["a"])
+
+
+def test_cli_cache_reads_coco_2014_files_under_one_root(tmp_path):
+    from captioning import cli
+
+    files = _coco_2014(tmp_path / "coco")
+    args = cli._parser().parse_args(
+        ["cache", "--format", "coco", "--captions", *map(str, files),
+         "--images", str(tmp_path / "coco"), "--out", str(tmp_path / "cache"), "--strict"])
+    table = cli._read_table(args)
+    assert sorted(table["image"].str.split("/").str[0].unique()) == ["train2014", "val2014"]
+    assert len(table) == 3
+
+
+# Splits for sources without any.
+
+
+def _unsplit_csv(path, n_images, captions_per_image=2):
+    lines = ["image,caption"] + [f"img_{i:03d}.jpg,Caption {c} of picture {i} ."
+                                 for i in range(n_images) for c in range(captions_per_image)]
+    return write(path, "\n".join(lines) + "\n")
+
+
+def test_assign_splits_by_image_80_10_10_and_stable(tmp_path):
+    from captioning.datasets import assign_splits
+
+    table = read_captions(_unsplit_csv(tmp_path / "c.csv", 50), "csv")
+    assert set(table["split"]) == {""}
+    split = assign_splits(table)
+    by_image = split.groupby("image")["split"].agg(set)
+    assert by_image.map(len).eq(1).all()  # every caption of an image in one split
+    counts = by_image.map(lambda s: next(iter(s))).value_counts().to_dict()
+    assert counts == {"train": 40, "val": 5, "test": 5}
+    assert split.attrs["splits_assigned"]["images"] == counts
+    assert split["caption"].tolist() == table["caption"].tolist()  # rows kept in order
+    # The same names give the same splits whatever the row order, not so another seed.
+    shuffled = assign_splits(table.sample(frac=1, random_state=3))
+    assert shuffled.set_index("caption")["split"].to_dict() == \
+        split.set_index("caption")["split"].to_dict()
+    assert not assign_splits(table, seed=1)["split"].equals(split["split"])
+
+
+def test_assign_splits_does_not_depend_on_the_process(tmp_path):
+    # Python's hash() of a str changes with every process; the split must not.
+    import subprocess
+    import sys
+
+    from captioning.datasets import assign_splits
+
+    path = _unsplit_csv(tmp_path / "c.csv", 20)
+    code = ("import sys, json; from captioning.datasets import assign_splits, read_captions; "
+            "t = assign_splits(read_captions(sys.argv[1], 'csv')); "
+            "print(json.dumps(t['split'].tolist()))")
+    outputs = {
+        subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                       check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1
+    assert json.loads(outputs.pop()) == assign_splits(read_captions(path, "csv"))["split"].tolist()
+
+
+def test_assign_splits_keeps_existing_splits(tmp_path):
+    from captioning.datasets import assign_splits
+
+    table = pd.DataFrame({"image": ["a.jpg", "a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+                          "caption": list("12345"),
+                          "split": ["val", "", "", "", "test"]})
+    filled = assign_splits(table, fractions=(1.0, 0.0, 0.0))
+    assert filled["split"].tolist() == ["val", "val", "train", "train", "test"]
+    assert table["split"].tolist() == ["val", "", "", "", "test"]  # the input is untouched
+
+
+@pytest.mark.parametrize("fractions", [(0.8, 0.1), (0.8, 0.3, 0.1), (1.2, -0.1, -0.1),
+                                       "0.8,0.1,0.1", (0.8, 0.1, None)])
+def test_assign_splits_refuses_bad_fractions(fractions):
+    from captioning.datasets import assign_splits
+
+    table = pd.DataFrame({"image": ["a.jpg"], "caption": ["A"], "split": [""]})
+    with pytest.raises(ConfigError, match="add up to 1") as caught:
+        assign_splits(table, fractions)
+    assert repr(fractions) in str(caught.value)
+
+
+def test_read_captions_assigns_splits_only_when_there_are_none(tmp_path, caplog):
+    path = _unsplit_csv(tmp_path / "c.csv", 10)
+    with caplog.at_level(logging.WARNING, logger="captioning"):
+        table = read_captions(path, "csv", split_fractions=(0.8, 0.1, 0.1))
+    assert table.drop_duplicates("image")["split"].value_counts().to_dict() == {
+        "train": 8, "val": 1, "test": 1}
+    [record] = caplog.records
+    assert str(path) in record.getMessage()
+    assert "train 8, val 1, test 1" in record.getMessage()
+    split = write(tmp_path / "s.csv", "image,caption,split\na.jpg,A .,test\nb.jpg,B .,\n")
+    assert read_captions(split, "csv", split_fractions=(0.8, 0.1, 0.1))[
+        "split"].tolist() == ["test", ""]
+    assert set(read_captions(path, "csv")["split"]) == {""}  # not asked: left empty
+
+
+def test_cli_cache_of_a_csv_without_splits_has_train_val_test(tmp_path, dataset, capsys):
+    # `cache --format csv` on an image,caption CSV: the cached table can be trained.
+    from captioning import cli
+    from conftest import CACHE_SETTINGS, read_table
+
+    table = read_table(dataset).drop(columns="split")
+    csv_path = tmp_path / "captions.csv"
+    table.to_csv(csv_path, index=False)
+    args = ["cache", "--format", "csv", "--captions", str(csv_path), "--images",
+            str(dataset / "images"), "--encoder", CACHE_SETTINGS["encoder"], "--weights",
+            "none", "--image-size", str(CACHE_SETTINGS["image_size"])]
+    assert cli.main(args + ["--out", str(tmp_path / "cache")]) == 0
+    cached = pd.read_csv(tmp_path / "cache" / "captions.csv", keep_default_na=False)
+    per_image = cached.drop_duplicates("image")["split"].value_counts().to_dict()
+    n = table["image"].nunique()
+    assert per_image == {"train": round(0.8 * n), "val": round(0.1 * n),
+                         "test": n - round(0.8 * n) - round(0.1 * n)}
+    assert cached.groupby("image")["split"].nunique().eq(1).all()
+    # Another run of the command splits the same way.
+    again = cli._read_table(cli._parser().parse_args(args + ["--out", str(tmp_path / "x")]))
+    assert dict(zip(again["image"], again["split"])) == dict(zip(cached["image"],
+                                                                 cached["split"]))

@@ -179,6 +179,26 @@ def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path, name):
     assert loaded[0, 1, 0] < 10
 
 
+def test_sixteen_bit_gray_colour_key_matches_its_eight_bit_twin(tmp_path):
+    # The same picture as 16-bit and 8-bit grayscale PNGs, each with a tRNS chunk making one
+    # gray level transparent: both must read alike, white where transparent.
+    gray = _smooth_picture()[:, :, 1].copy()
+    key = int(gray[0, 0])
+    gray[:, 5:10] = key
+    deep = _save(Image.fromarray(gray.astype(np.uint16) * 257), tmp_path / "deep.png",
+                 transparency=key * 257)
+    plain = _save(Image.fromarray(gray), tmp_path / "plain.png", transparency=key)
+    with Image.open(deep) as opened:
+        assert opened.mode == "I;16" and opened.info["transparency"] == key * 257
+
+    loaded = images.load_image(deep)
+
+    np.testing.assert_array_equal(loaded, images.load_image(plain))
+    assert (loaded[:, 5:10] == 255).all()
+    opaque = gray != key
+    np.testing.assert_array_equal(loaded[opaque], np.stack([gray[opaque]] * 3, axis=-1))
+
+
 # Transparency is composited on white.
 
 

@@ -210,3 +210,86 @@ def test_decoder_layers_are_all_named(run):
 def test_release_errors_are_captioning_errors():
     assert issubclass(ReleaseError, CaptioningError)
     assert issubclass(UnsafeFileError, CaptioningError)
+
+
+# A bad release through the CLI: exit 2 and one line naming the file, never a traceback.
+
+
+def _caption_exit(release, image, capsys):
+    from captioning import cli
+
+    code = cli.main(["caption", str(image), "--release", str(release)])
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return code, err
+
+
+def _edit_manifest(run_dir, edit):
+    path = run_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture
+def image(dataset):
+    return next((dataset / "images").glob("*.jpg"))
+
+
+@pytest.mark.parametrize("content, said", [
+    (b"\x89HDF\r\n\x1a\n\xff\xfe\x00binary", "not a readable release manifest"),
+    (b'["format", "captioning.release"]', "top level is a JSON list"),
+])
+def test_cli_refuses_a_manifest_that_is_no_json_object(copy_run, image, capsys, content, said):
+    (copy_run / "manifest.json").write_bytes(content)
+    code, err = _caption_exit(copy_run, image, capsys)
+    assert code == 2
+    assert "manifest.json" in err and said in err
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda m: m["files"]["encoder"].pop("path"), "files.encoder.path is missing"),
+    (lambda m: m["files"].pop("tokenizer"), "files.tokenizer is missing"),
+    (lambda m: m.pop("files"), "'files' is missing"),
+    (lambda m: m.pop("feature_shape"), "'feature_shape' is None"),
+    (lambda m: m.update(vocab_size="31"), "'vocab_size' is '31'"),
+    (lambda m: m["config"].update(units=0), "units must be a positive integer"),
+], ids=["encoder path", "tokenizer entry", "files", "feature_shape", "vocab_size", "config"])
+def test_cli_names_what_a_manifest_lacks(copy_run, image, capsys, edit, said):
+    _edit_manifest(copy_run, edit)
+    code, err = _caption_exit(copy_run, image, capsys)
+    assert code == 2
+    assert "manifest.json" in err and said in err
+    with pytest.raises(ReleaseError, match="manifest.json"):
+        load_release(copy_run)
+
+
+def test_cli_names_a_decoder_without_the_step_outputs(copy_run, image, capsys):
+    import keras
+
+    release = load_release(copy_run)
+    inputs = [keras.Input(t.shape[1:], dtype=t.dtype, name=t.name)
+              for t in release.decoder.inputs]
+    # The right inputs, but a plain softmax named "probs" instead of log_probs, next_h0, ...
+    by_name = {t.name: t for t in inputs}
+    vocab = release.tokenizer.vocab_size
+    embedded = keras.layers.Flatten(name="flat")(
+        keras.layers.Embedding(vocab, 4, name="embed")(by_name["token"]))
+    flat = keras.layers.Concatenate(name="joined")(
+        [embedded] + [t for name, t in by_name.items() if name != "token"])
+    probs = keras.layers.Dense(vocab, activation="softmax", name="probs")(flat)
+    keras.Model(inputs, probs).save(copy_run / "Decoder.hdf5")
+    _rehash(copy_run)
+    code, err = _caption_exit(copy_run, image, capsys)
+    assert code == 2
+    assert "Decoder.hdf5" in err and "log_probs" in err
+
+
+def test_missing_shipped_release_says_pass_release_or_install_editable(tmp_path, monkeypatch):
+    from captioning import release
+
+    monkeypatch.setattr(release, "DEFAULT_RELEASE", tmp_path / "saved_models" / "manifest.json")
+    with pytest.raises(ReleaseError, match="--release") as caught:
+        load_release(None)
+    assert "pip install -e ." in str(caught.value)

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("synthetic", help="write the synthetic shapes dataset")
     p.add_argument("--out", required=True, help="folder to write images/ and captions into")
-    p.add_argument("--images", type=int, default=2000, help="number of images")
+    p.add_argument("--images", type=_positive_int, default=2000, help="number of images")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--format", choices=("csv", "flickr8k", "coco"), default="csv")
     p.add_argument("--image-size", type=int, default=128)
@@ -89,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="words per caption")
     p.add_argument("--min-count", type=int)
     p.add_argument("--remove-articles", action="store_true", default=None)
+    p.add_argument("--filters", help="characters removed from the captions (default: Keras' "
+                   "punctuation filter without < and >); '' keeps every character")
+    p.add_argument("--no-lower", dest="lower", action="store_false", default=None,
+                   help="keep the captions' upper-case letters")
+    p.add_argument("--long-captions", choices=("drop", "truncate"),
+                   help="captions longer than --max-length: leave them out, or keep their "
+                   "first words (default truncate)")
+    p.add_argument("--num-words", type=int, help="cap on the vocabulary size (word ids)")
     p.add_argument("--start-token")
     p.add_argument("--end-token")
     p.add_argument("--strategy", choices=("auto", "none", "mirrored", "tpu"),
@@ -131,21 +139,95 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run TensorFlow, imported with its C++ start-up lines kept off stderr.
+_TF_COMMANDS = ("cache", "train", "evaluate", "caption", "export")
+# Flags naming what a command writes: an OSError on a path under one "cannot write" it.
+_OUTPUT_FLAGS = ("out", "json", "predictions", "per_image", "models_dir", "tokenizer_dir")
+
+
 def main(argv=None) -> int:
-    """Runs the CLI; returns the exit code."""
+    """Runs the CLI; returns the exit code.
+
+    The arguments and the release manifest are checked before TensorFlow is imported, so a
+    mistake there fails at once, on one line. A user error (`CaptioningError`, or an
+    `OSError` on a named file such as an output folder that cannot be made) prints one line
+    and returns 2; anything else is a bug and keeps its traceback.
+    """
     _quiet_backends()
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
     try:
+        _check_release_first(args)
+        if args.command in _TF_COMMANDS and not args.verbose:
+            _import_tensorflow_quietly()
         return COMMANDS[args.command](args)
     except CaptioningError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as error:
+        if error.filename is None:
+            raise
+        print(_os_error_line(args, error), file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _check_release_first(args):
+    """Refuses a missing or malformed release manifest before anything heavy loads."""
+    if args.command == "evaluate" or (args.command == "caption" and not any(
+            (args.encoder, args.decoder, args.tokenizer))):
+        from captioning.release import read_manifest
+
+        read_manifest(args.release)
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow and Keras, and lets TensorFlow look for its devices, with their C++
+    start-up lines (oneDNN notes, CUDA probes, `failed call to cuInit` on a machine without
+    a GPU) off stderr: they are written before logging is set up, whatever
+    `TF_CPP_MIN_LOG_LEVEL` the process sets for itself. They are shown when this fails;
+    `python -m captioning -v ...` shows them always."""
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _os_error_line(args, error: OSError) -> str:
+    name = os.fsdecode(error.filename)
+    outputs = [Path(value).resolve() for value in (getattr(args, flag, None)
+                                                   for flag in _OUTPUT_FLAGS)
+               if isinstance(value, str)]
+    target = Path(name).resolve()
+    writing = any(target == out or out in target.parents for out in outputs)
+    other = f" -> {os.fsdecode(error.filename2)}" if error.filename2 else ""
+    reason = error.strerror or str(error)
+    fix = "pick a folder you can write to" if writing else "check the path and its permissions"
+    return f"error: cannot {'write' if writing else 'read'} {name}{other}: {reason}; {fix}"
 
 
 def _synthetic(args) -> int:
@@ -158,15 +240,29 @@ def _synthetic(args) -> int:
 
 
 def _read_table(args):
-    from captioning.datasets import check_images, read_captions
+    from captioning.datasets import DEFAULT_SPLIT_FRACTIONS, check_images, read_captions
 
     paths = args.captions if len(args.captions) > 1 else args.captions[0]
     options = {}
     if args.format == "karpathy":
         options["fold_restval"] = not args.no_restval
-    table = read_captions(paths, format=args.format, **options)
+    if args.format == "coco":
+        options["images_dir"] = args.images  # train2014/, val2014/ under it, or the images
+    # A source without splits (an own CSV, Flickr30k) gets 80/10/10 by image, logged.
+    table = read_captions(paths, format=args.format, split_fractions=DEFAULT_SPLIT_FRACTIONS,
+                          **options)
     table, _ = check_images(table, args.images, strict=args.strict)
     return table
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _cache(args) -> int:
@@ -198,7 +294,7 @@ _TRAIN_FLAGS = ("epochs", "batch_size", "seed", "cell", "conditioning", "units",
                 "num_layers", "dropout", "learning_rate", "lr_schedule", "clipnorm",
                 "early_stopping", "max_length", "min_count", "remove_articles", "start_token",
                 "end_token", "strategy", "fine_tune", "fine_tune_epochs",
-                "fine_tune_learning_rate")
+                "fine_tune_learning_rate", "filters", "lower", "long_captions", "num_words")
 
 
 def _train(args) -> int:

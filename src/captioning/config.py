@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from captioning.errors import ConfigError
+from captioning.tokenizer import DEFAULT_FILTERS
 
 ENCODERS = ("inception_v3", "vgg16", "resnet50", "mobilenet_v2", "inception_v3_mixed2")
 FEATURES = ("pooled", "grid")
@@ -39,6 +40,7 @@ class CaptionConfig:
 
     # --- text (recorded in the tokenizer) ---
     lower: bool = True
+    filters: str = DEFAULT_FILTERS  # characters replaced by spaces (Keras' default but < and >)
     remove_articles: bool = False  # drop a/an/the, as one earlier Keras project did
     start_token: str = "<start>"
     end_token: str = "<end>"
@@ -120,6 +122,9 @@ class CaptionConfig:
                               f"{self.early_stopping!r}")
         if not _is_int(self.seed):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.filters, str):
+            raise ConfigError(f"filters must be a string of the characters to remove, got "
+                              f"{self.filters!r}")
         for name in ("lower", "remove_articles"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -14,7 +14,10 @@ source lists them:
 Formats (`FORMATS`):
 
 - `"coco"`: the COCO captions JSON files (`captions_train2014.json`,
-  `captions_val2017.json`, ...); several files may be read at once.
+  `captions_val2017.json`, ...); several files may be read at once. COCO keeps
+  each file's images in a folder named after it (`train2014/`, `val2014/`)
+  under one root, so names get that folder unless the images folder passed as
+  `images_dir` holds the images directly (see `read_captions`).
 - `"flickr8k"`: the Flickr token files (`Flickr8k.token.txt`, and Flickr30k's
   `results_20130124.token`), one `NAME#N<TAB>CAPTION` per line, with the
   Flickr8k split lists found beside them.
@@ -28,11 +31,24 @@ through the `"captioning"` logger; a file that yields no caption at all is an
 error. Malformed input raises `DatasetError` naming the file and the line (text
 formats) or the JSON path (JSON formats), what is wrong and what to do.
 
-`check_images` then matches a table against an images folder.
+`check_images` then matches a table against an images folder, and
+`assign_splits` gives train/val/test splits to a source that has none (an own
+CSV, Flickr30k's token file).
+
+Example:
+
+```python
+table = read_captions(["annotations/captions_train2014.json",
+                       "annotations/captions_val2014.json"], format="coco",
+                      images_dir="coco")
+table.iloc[0]["image"]   # 'train2014/COCO_train2014_000000318556.jpg'
+table, missing = check_images(table, "coco")
+```
 """
 
 import codecs
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -43,16 +59,18 @@ import pandas as pd
 
 from captioning.errors import ConfigError, DatasetError
 
-__all__ = ["COLUMNS", "FORMATS", "SPLITS", "check_images", "read_captions"]
+__all__ = ["COLUMNS", "DEFAULT_SPLIT_FRACTIONS", "FORMATS", "SPLITS", "assign_splits",
+           "check_images", "read_captions"]
 
 FORMATS = ("coco", "flickr8k", "karpathy", "csv")
 COLUMNS = ("image", "caption", "split")
 SPLITS = ("train", "val", "test")
+DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 logger = logging.getLogger("captioning")
 
 _OPTIONS = {
-    "coco": ("split",),
+    "coco": ("split", "image_prefix", "images_dir"),
     "flickr8k": ("split_files",),
     "karpathy": ("fold_restval",),
     "csv": (),
@@ -62,6 +80,7 @@ _FLICKR8K_SPLIT_FILES = {
     "val": "Flickr_8k.devImages.txt",
     "test": "Flickr_8k.testImages.txt",
 }
+_COCO_FILE = re.compile(r"captions_(?P<folder>(?:train|val|test)\d{4})\.json", re.IGNORECASE)
 _TOKEN_LINE = re.compile(r"(?P<name>\S+?)#(?P<index>\d+)(?:[\t ](?P<caption>.*))?")
 _NUMBERED_COPY = re.compile(r"(?P<name>.+\.(?:jpe?g|png|gif|bmp))\.\d+", re.IGNORECASE)
 _KARPATHY_SPLITS = ("train", "val", "test", "restval")
@@ -69,7 +88,7 @@ _SHOWN = 5
 _JSON_KINDS = {int: "a number", str: "a string", list: "an array", dict: "an object"}
 
 
-def read_captions(path, format, **options):
+def read_captions(path, format, *, split_fractions=None, **options):
     """Reads a captions file into a table of `image`, `caption`, `split`.
 
     Args:
@@ -82,6 +101,16 @@ def read_captions(path, format, **options):
               the split of every row. By default each file's split is taken
               from its name: the first of `train`, `val`, `test` that the name
               contains, else `""`.
+              `image_prefix` (a str, or a list of one per file) is the folder
+              put before every image name of a file, like `"val2014/"`. By default it
+              is the folder COCO keeps the file's images in, named after the
+              file (`captions_train2014.json` -> `"train2014/"`,
+              `captions_val2017.json` -> `"val2017/"`; `""` for other
+              names). `images_dir` (the images folder) makes the default
+              follow the disk: the folder is used only when `images_dir`
+              holds it, so `images_dir` may be the COCO root (holding
+              `train2014/`, `val2014/`) or the one folder holding a file's
+              images directly.
             - `"flickr8k"`: `split_files`, a dict mapping some of `"train"`,
               `"val"`, `"test"` to files listing one image name per line.
               By default the Flickr8k lists `Flickr_8k.trainImages.txt`,
@@ -96,17 +125,24 @@ def read_captions(path, format, **options):
               practice) gives the `"restval"` images split `"train"`; `False`
               keeps `"restval"`.
             - `"csv"`: none.
+        split_fractions: If given, a `(train, val, test)` triple of
+            fractions: when the source gives no split at all (every `split`
+            is `""`), the images are split so by `assign_splits` (seed 0), and
+            a warning through the `"captioning"` logger says so with the
+            counts. A source that has splits is left as it is.
 
     Returns:
         A `pandas.DataFrame` with the columns `image`, `caption` and `split`
         (all strings) and a fresh `RangeIndex`, one row per caption in source
-        order. `DataFrame.attrs["source"]` names the file(s) read.
+        order. `DataFrame.attrs["source"]` names the file(s) read;
+        `DataFrame.attrs["splits_assigned"]`, when the splits were assigned,
+        holds the images per split and the fractions.
 
     Raises:
         DatasetError: A file is missing, unreadable, malformed, of another
             format, or holds no caption.
-        ConfigError: `format` or an option has a value that cannot work.
-        TypeError: An option is not one of the format's options.
+        ConfigError: `format` or an option has a value that cannot work, or
+            an option is not one of the format's options.
     """
     fmt = str(format).strip().lower()
     if fmt not in FORMATS:
@@ -117,10 +153,12 @@ def read_captions(path, format, **options):
     unknown = sorted(set(options) - set(_OPTIONS[fmt]))
     if unknown:
         accepted = ", ".join(_OPTIONS[fmt]) or "none"
-        raise TypeError(
+        raise ConfigError(
             f"read_captions() got unexpected option(s) {', '.join(unknown)} for format "
             f"{fmt!r}; it accepts: {accepted}."
         )
+    if split_fractions is not None:
+        _check_fractions(split_fractions)
 
     if isinstance(path, (list, tuple)):
         if fmt != "coco":
@@ -134,8 +172,10 @@ def read_captions(path, format, **options):
         paths = [_captions_file(path)]
 
     if fmt == "coco":
+        prefixes = _coco_prefixes(paths, options.get("image_prefix"), options.get("images_dir"))
         table = pd.concat(
-            [_read_coco(p, options.get("split")) for p in paths], ignore_index=True
+            [_read_coco(p, options.get("split"), prefix) for p, prefix in zip(paths, prefixes)],
+            ignore_index=True,
         )
     elif fmt == "flickr8k":
         table = _read_flickr(paths[0], options.get("split_files"))
@@ -144,7 +184,126 @@ def read_captions(path, format, **options):
     else:
         table = _read_csv(paths[0])
     table.attrs["source"] = ", ".join(str(p) for p in paths)
+    if split_fractions is not None and table["split"].eq("").all():
+        table = assign_splits(table, split_fractions)
+        counts = table.attrs["splits_assigned"]["images"]
+        logger.warning(
+            "%s gives no train/val/test split: assigned its %d images by a hash of their "
+            "names to train %d, val %d, test %d.",
+            table.attrs["source"], sum(counts.values()),
+            counts["train"], counts["val"], counts["test"],
+        )
     return table
+
+
+def assign_splits(table, fractions=DEFAULT_SPLIT_FRACTIONS, seed=0):
+    """Gives a train/val/test split to the images whose captions have none.
+
+    All captions of an image go to the same split. The images without one are
+    ordered by a SHA-256 hash of `seed` and their name, and the first
+    `fractions[0]` of them go to `"train"`, the next `fractions[1]` to `"val"`,
+    the rest to `"test"` (counts rounded, so they add up). The outcome depends
+    only on the set of image names and `seed`: the same file splits the same
+    way in every run and on every machine. Images that already have a split,
+    on any of their rows, keep it, and so do their rows without one.
+
+    Args:
+        table: A table from `read_captions` (`image` and `split` columns).
+        fractions: The `(train, val, test)` fractions, each >= 0, adding up to
+            1.
+        seed: Another seed gives another split.
+
+    Returns:
+        A copy of `table` with the empty splits filled. Its
+        `attrs["splits_assigned"]` holds `{"images": {split: count},
+        "fractions": [...], "seed": seed}` for the images it assigned.
+
+    Raises:
+        ConfigError: `fractions` or `seed` has a value that cannot work, or
+            `table` lacks the `image` or `split` column.
+    """
+    fractions = _check_fractions(fractions)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}.")
+    _check_columns(table, ("image", "split"), "assign_splits")
+    split = table["split"].fillna("").astype(str)
+    empty = split.eq("")
+    known = dict(zip(table.loc[~empty, "image"], split[~empty]))
+    todo = sorted(set(table.loc[empty, "image"]) - set(known),
+                  key=lambda name: (_stable_hash(seed, name), name))
+    bounds = [0]
+    total = 0.0
+    for fraction in fractions:
+        total += fraction
+        bounds.append(int(total * len(todo) + 0.5))
+    bounds[-1] = len(todo)
+    assigned = {}
+    for name, start, stop in zip(SPLITS, bounds, bounds[1:]):
+        assigned.update((image, name) for image in todo[start:stop])
+    filled = table.copy()
+    filled.attrs = dict(table.attrs)
+    filled.loc[empty, "split"] = table.loc[empty, "image"].map({**assigned, **known})
+    filled.attrs["splits_assigned"] = {
+        "images": {name: stop - start for name, start, stop in zip(SPLITS, bounds, bounds[1:])},
+        "fractions": list(fractions),
+        "seed": seed,
+    }
+    return filled
+
+
+def _stable_hash(seed, name):
+    return hashlib.sha256(f"{seed}:{name}".encode("utf-8", "surrogatepass")).digest()
+
+
+def _check_fractions(fractions):
+    try:
+        values = tuple(fractions)
+    except TypeError:
+        values = ()
+    if (
+        len(values) != 3
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        or min(values) < 0
+        or abs(sum(values) - 1.0) > 1e-6
+    ):
+        raise ConfigError(
+            "split fractions must be three numbers >= 0 for train, val and test that add up "
+            f"to 1, like (0.8, 0.1, 0.1); got {fractions!r}."
+        )
+    return tuple(float(v) for v in values)
+
+
+def _check_columns(table, columns, caller):
+    lacking = [c for c in columns if c not in getattr(table, "columns", ())]
+    if lacking:
+        found = list(getattr(table, "columns", []))
+        raise ConfigError(
+            f"{caller}() needs a table with the column(s) {', '.join(map(repr, lacking))} "
+            f"(as read_captions returns); got columns {found}."
+        )
+
+
+def _coco_prefixes(paths, image_prefix, images_dir):
+    """The folder put before each COCO file's image names, one per file."""
+    if image_prefix is not None:
+        prefixes = [image_prefix] * len(paths) if isinstance(image_prefix, str) else image_prefix
+        if (not isinstance(prefixes, (list, tuple)) or len(prefixes) != len(paths)
+                or not all(isinstance(p, str) for p in prefixes)):
+            raise ConfigError(
+                "image_prefix must be a str or a list of one str per COCO file "
+                f"({len(paths)} files); got {image_prefix!r}."
+            )
+        prefixes = [p.replace("\\", "/").strip("/") for p in prefixes]
+        return [f"{p}/" if p else "" for p in prefixes]
+    root = Path(images_dir).expanduser() if images_dir is not None else None
+    prefixes = []
+    for path in paths:
+        match = _COCO_FILE.fullmatch(path.name)
+        folder = match["folder"].lower() if match else ""
+        if folder and root is not None and not (root / folder).is_dir():
+            folder = ""  # images_dir holds this file's images directly
+        prefixes.append(f"{folder}/" if folder else "")
+    return prefixes
 
 
 def check_images(table, images_dir, *, strict=False):
@@ -169,9 +328,9 @@ def check_images(table, images_dir, *, strict=False):
     Raises:
         DatasetError: `images_dir` is not a folder, or `strict` is `True` and
             some images are missing.
+        ConfigError: `table` has no `image` column.
     """
-    if "image" not in table.columns:
-        raise ValueError("check_images() needs a table with an 'image' column.")
+    _check_columns(table, ("image",), "check_images")
     folder = Path(images_dir).expanduser()
     if not folder.is_dir():
         raise DatasetError(
@@ -190,12 +349,12 @@ def check_images(table, images_dir, *, strict=False):
         shown = ", ".join(missing[:_SHOWN]) + (", ..." if len(missing) > _SHOWN else "")
         raise DatasetError(
             f"{len(missing)} of {len(names)} images listed in {source} are missing under "
-            f"{folder}: {shown}. Put the images there, or pass strict=False to skip their "
-            "captions."
+            f"{folder}: {shown}. Put the images there, or drop --strict (strict=False in "
+            "Python) to skip their captions."
         )
     logger.warning(
         "%d of %d images listed in %s are missing under %s; their %d captions are skipped "
-        "(use strict=True to stop instead).",
+        "(--strict, or strict=True in Python, stops instead).",
         len(missing), len(names), source, folder, int(absent.sum()),
     )
     kept = table.loc[~absent].reset_index(drop=True)
@@ -313,7 +472,7 @@ def _json_root(path, data, fmt, hint):
     return data
 
 
-def _read_coco(path, split):
+def _read_coco(path, split, prefix=""):
     if split is None:
         name = path.name.lower()
         split = next((s for s in SPLITS if s in name), "")
@@ -343,7 +502,7 @@ def _read_coco(path, split):
                 f"{path}: {where}.id {image_id!r} repeats an earlier image's id; "
                 "each image needs its own id."
             )
-        names[image_id] = file_name
+        names[image_id] = prefix + file_name
 
     hint = ""
     annotations = data.get("annotations")

@@ -236,8 +236,12 @@ def _check_pixel_limit(image):
 def _to_rgb(image):
     """Converts a decoded image of any mode to an RGB `uint8` array."""
     if image.mode in _SIXTEEN_BIT_MODES:
-        gray = np.asarray(image).astype(np.int64)
-        gray = (np.clip(gray, 0, 65535) * 255 + 32767) // 65535
+        levels = np.asarray(image).astype(np.int64)
+        gray = (np.clip(levels, 0, 65535) * 255 + 32767) // 65535
+        key = image.info.get("transparency")
+        if isinstance(key, int) and not isinstance(key, bool):
+            # Colour-key transparency (a PNG tRNS chunk): that exact level is see-through.
+            gray = np.where(levels == key, 255, gray)
         gray = gray.astype(np.uint8)
         return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
     has_alpha = "A" in image.mode or "a" in image.mode

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from captioning.config import CaptionConfig
-from captioning.errors import CaptioningError, ReleaseError, UnsafeFileError
+from captioning.errors import CaptioningError, ConfigError, ReleaseError, UnsafeFileError
 from captioning.features import sha256_file
 
 RELEASE_FORMAT = "captioning.release"
@@ -150,7 +150,15 @@ class Release:
 
 
 def _resolve_manifest(path) -> Path:
-    path = Path(path) if path is not None else DEFAULT_RELEASE
+    if path is None:
+        if not DEFAULT_RELEASE.is_file():
+            # The demo lives in the repository, beside src/: a wheel install has no copy.
+            raise ReleaseError(
+                f"the shipped demo release is not at {DEFAULT_RELEASE}: it comes with a clone "
+                "of the repository, so pass --release with a run folder or its manifest.json, "
+                "or install with `pip install -e .` from a clone")
+        return DEFAULT_RELEASE
+    path = Path(path)
     if path.is_dir():
         candidates = [path / MANIFEST_FILE, path / "saved_models" / MANIFEST_FILE]
         path = next((c for c in candidates if c.exists()), candidates[0])
@@ -161,19 +169,68 @@ def _resolve_manifest(path) -> Path:
 
 
 def read_manifest(path) -> tuple[Path, dict]:
-    """Finds and parses a release manifest; returns its path and content."""
+    """Finds, parses and checks a release manifest; returns its path and content.
+
+    Raises:
+        ReleaseError: there is no manifest, it is not JSON, or it lacks a field the release
+            needs (named in the message with `manifest.json`).
+    """
     path = _resolve_manifest(path)
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ReleaseError(f"{path}: not a readable release manifest ({error})") from None
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0][:120]
+        raise ReleaseError(f"{path}: not a readable release manifest ({reason}); restore "
+                           "manifest.json from the original release") from None
+    _check_manifest(path, manifest)
+    return path, manifest
+
+
+def _check_manifest(path: Path, manifest) -> None:
+    """Refuses a manifest that lacks, or mistypes, a field that loading a release reads."""
+    def refuse(what):
+        raise ReleaseError(f"{path}: {what}; this manifest.json is damaged or hand-edited, "
+                           "restore it from the original release (or train again)")
+
+    if not isinstance(manifest, dict):
+        refuse(f"the top level is a JSON {type(manifest).__name__}, not an object")
     if manifest.get("format") != RELEASE_FORMAT:
         raise ReleaseError(f"{path}: not a captioning release manifest (format "
                            f"{manifest.get('format')!r})")
-    if manifest.get("version", 0) > RELEASE_VERSION:
-        raise ReleaseError(f"{path}: release format version {manifest['version']} is newer "
-                           "than this package reads; upgrade captioning")
-    return path, manifest
+    version = manifest.get("version", 0)
+    if not _is_int(version):
+        refuse(f"'version' is {version!r}, not an integer")
+    if version > RELEASE_VERSION:
+        raise ReleaseError(f"{path}: release format version {version} is newer than this "
+                           "package reads; upgrade captioning")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        refuse("'files' is missing or not an object (it lists encoder, decoder, tokenizer)")
+    for role in ("encoder", "decoder", "tokenizer"):
+        entry = files.get(role)
+        if not isinstance(entry, dict):
+            refuse(f"files.{role} is missing")
+        for key in ("path", "sha256"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                refuse(f"files.{role}.{key} is missing or not a string")
+    shape = manifest.get("feature_shape")
+    if not isinstance(shape, list) or not shape or not all(
+            _is_int(d) and d > 0 for d in shape):
+        refuse(f"'feature_shape' is {shape!r}, not a list of positive integers")
+    vocab = manifest.get("vocab_size")
+    if not _is_int(vocab) or vocab < 4:
+        refuse(f"'vocab_size' is {vocab!r}, not an integer >= 4")
+    units = manifest.get("state_units")
+    if units is not None and (not _is_int(units) or units < 1):
+        refuse(f"'state_units' is {units!r}, not a positive integer")
+    try:
+        CaptionConfig.from_dict(manifest.get("config"))
+    except ConfigError as error:
+        refuse(f"'config' is missing or invalid ({error})")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def verify_release(path) -> tuple[Path, dict, dict]:
@@ -185,9 +242,7 @@ def verify_release(path) -> tuple[Path, dict, dict]:
     manifest_path, manifest = read_manifest(path)
     files = {}
     for role in ("encoder", "decoder", "tokenizer"):
-        entry = manifest.get("files", {}).get(role)
-        if not entry:
-            raise ReleaseError(f"{manifest_path}: lists no {role} file")
+        entry = manifest["files"][role]
         file = (manifest_path.parent / entry["path"]).resolve()
         if not file.is_file():
             raise ReleaseError(f"{file.name} is missing (expected at {file}, as {manifest_path} "
@@ -240,10 +295,19 @@ def load_release(path=None) -> Release:
 
 
 def _check_fit(manifest_path, manifest, encoder, decoder, tokenizer):
+    from captioning.decoders import STEP_OUTPUT_LOG_PROBS
+
     encoded = tuple(encoder.outputs[0].shape[1:])
     names = [t.name for t in decoder.inputs]
-    if "features" not in names or "token" not in names:
-        raise ReleaseError(f"{DECODER_FILE}: not a one-step caption decoder (inputs {names})")
+    states = [name for name in names if name not in ("features", "token")]
+    outputs = list(decoder.output_names)
+    wanted = [STEP_OUTPUT_LOG_PROBS] + [f"{kind}_{name}" for kind in ("next", "initial")
+                                        for name in states]
+    lacking = [name for name in wanted if name not in outputs]
+    if "features" not in names or "token" not in names or lacking:
+        raise ReleaseError(f"{DECODER_FILE}: not a one-step caption decoder (inputs {names}, "
+                           f"outputs {outputs}; it needs the inputs features and token and "
+                           f"the outputs {wanted})")
     expected = tuple(decoder.inputs[names.index("features")].shape[1:])
     if encoded != expected:
         raise ReleaseError(f"{ENCODER_FILE} gives features {encoded} but {DECODER_FILE} takes "
@@ -251,7 +315,7 @@ def _check_fit(manifest_path, manifest, encoder, decoder, tokenizer):
     if tuple(manifest["feature_shape"]) != encoded:
         raise ReleaseError(f"{ENCODER_FILE} gives features {encoded} but {manifest_path} "
                            f"records {tuple(manifest['feature_shape'])}")
-    vocab = int(decoder.outputs[decoder.output_names.index("log_probs")].shape[-1])
+    vocab = int(decoder.outputs[outputs.index(STEP_OUTPUT_LOG_PROBS)].shape[-1])
     if tokenizer.vocab_size != vocab or manifest["vocab_size"] != vocab:
         raise ReleaseError(f"{TOKENIZER_FILE} has a vocabulary of {tokenizer.vocab_size} but "
                            f"{DECODER_FILE} predicts {vocab} words (manifest: "

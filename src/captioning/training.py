@@ -221,7 +221,7 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
 
 def _make_tokenizer(config: CaptionConfig) -> CaptionTokenizer:
     return CaptionTokenizer(
-        lower=config.lower, remove_articles=config.remove_articles,
+        lower=config.lower, filters=config.filters, remove_articles=config.remove_articles,
         start_token=config.start_token, end_token=config.end_token,
         oov_token=config.oov_token, max_length=config.max_length,
         long_captions=config.long_captions, min_count=config.min_count,
