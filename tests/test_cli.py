@@ -59,10 +59,22 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(run, cache, dataset, images, broken, tampered, work):
+def glob_dir(images, tmp_path_factory):
+    """A folder holding copies of `images` and a text file that the glob leaves out."""
+    folder = tmp_path_factory.mktemp("glob")
+    for image in images:
+        shutil.copy(image, folder)
+    (folder / "notes.txt").write_text("not an image\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(run, cache, dataset, images, broken, tampered, work, glob_dir):
     """name -> future of (code, stdout, stderr), all started together."""
     jobs = {
         "plain": ("caption", *images, "--release", run),
+        "glob top": ("caption", f"{glob_dir}/*.jpg", "--release", run, "--beam", 3, "--top", 2,
+                     "--json"),
         "bad plain": ("caption", images[0], broken, images[1], "--release", run),
         "bad json": ("caption", images[0], broken, images[1], "--release", run, "--json"),
         "tampered": ("caption", images[0], "--release", tampered),
@@ -70,7 +82,8 @@ def runs(run, cache, dataset, images, broken, tampered, work):
     if shutil.which("java"):
         jobs["evaluate"] = ("evaluate", "--release", run, "--cache", cache, "--split", "test",
                             "--json", work / "scores.json", "--predictions",
-                            work / "predictions.json")
+                            work / "predictions.json", "--per-image", work / "x.csv",
+                            "--beam", 2)
     if (REPO_ROOT / "saved_models" / "manifest.json").exists():
         jobs["shipped"] = ("caption", images[0])
     imagenet = ("cache", "--format", "csv", "--captions", dataset / "captions.csv", "--images",
@@ -170,6 +183,18 @@ def test_evaluate_writes_scores_and_predictions(runs, cache, work):
     for item in predictions:
         assert set(item) == {"image_id", "caption"}
         assert isinstance(item["caption"], str)
+    assert scores["beam"] == 2
+    per_image = pd.read_csv(work / "x.csv", keep_default_na=False)
+    assert sorted(per_image["image"]) == sorted(p["image_id"] for p in predictions)
+    by_image = {p["image_id"]: p["caption"] for p in predictions}
+    assert all(by_image[row.image] == row.caption for row in per_image.itertuples())
+    assert {"references", "Bleu_4", "CIDEr"} <= set(per_image.columns)
+    from captioning.evaluation import spice_unavailable
+
+    if spice_unavailable() is not None:  # no CoreNLP here: skipped, said once, scores kept
+        assert "SPICE" not in scores
+        assert [line for line in err.splitlines() if "SPICE" in line] == [
+            f"WARNING: SPICE skipped: {spice_unavailable()}"]
 
 
 EXPECTED_FILES = {
@@ -295,3 +320,95 @@ def test_train_text_flags_are_recorded_in_the_release(cache, tmp_path, capsys):
     assert tokenizer.words("A Red, Square?!") == ["A", "Red,", "Square"]
     assert tokenizer.long_captions == "drop"
     assert tokenizer.vocab_size == release.manifest["vocab_size"] == 12
+
+
+# ---------------------------------------------------------------------------------------------
+# caption and evaluate: beams, globs, progress, COCOEvalCap on the written predictions.
+
+
+def test_caption_glob_with_top_beams_json(runs, glob_dir):
+    code, out, err = runs["glob top"].result()
+    assert code == 0, err
+    _no_traceback(err)
+    records = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["image"] for r in records) == sorted(
+        str(path) for path in glob_dir.glob("*.jpg"))
+    for record in records:
+        assert set(record) == {"image", "caption", "top"}
+        assert len(record["top"]) == 2
+        scores = [entry["score"] for entry in record["top"]]
+        assert scores == sorted(scores, reverse=True)
+        assert record["top"][0]["caption"] == record["caption"]
+        assert record["top"][0]["caption"] != record["top"][1]["caption"]
+
+
+def test_evaluate_scores_equal_coco_eval_cap_on_the_written_predictions(runs, cache, work):
+    if "evaluate" not in runs:
+        pytest.skip("the COCO metrics need Java")
+    from pycocoevalcap import eval as coco_eval
+    from pycocotools.coco import COCO
+
+    from captioning.evaluation import METRIC_KEYS
+    from test_evaluation import _NoSpice
+
+    code, _, err = runs["evaluate"].result()
+    assert code == 0, err
+    scores = json.loads((work / "scores.json").read_text())
+    captions = pd.read_csv(cache / "captions.csv", keep_default_na=False)
+    test = captions[captions["split"] == "test"]
+    annotations = work / "coco_annotations.json"
+    annotations.write_text(json.dumps({
+        "info": {}, "licenses": [], "type": "captions",
+        "images": [{"id": image, "file_name": image} for image in sorted(set(test["image"]))],
+        "annotations": [{"id": number, "image_id": row.image, "caption": row.caption}
+                        for number, row in enumerate(test.itertuples(), start=1)],
+    }))
+    coco = COCO(str(annotations))
+    results = coco.loadRes(str(work / "predictions.json"))
+    evaluator = coco_eval.COCOEvalCap(coco, results)
+    evaluator.params["image_id"] = results.getImgIds()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(coco_eval, "Spice", _NoSpice)
+        evaluator.evaluate()
+    for name in METRIC_KEYS:
+        assert scores[name] == pytest.approx(evaluator.eval[name], rel=1e-9, abs=1e-12), name
+
+
+@pytest.mark.parametrize("stderr_tty, stdout_tty, json_lines, count, bar", [
+    (True, True, False, 2, True),
+    (True, True, True, 2, True),  # --json to the terminal: still a bar
+    (True, False, True, 2, False),  # --json into a pipe or file: no bar
+    (True, False, False, 2, True),  # plain lines into a file, the bar on the terminal
+    (True, True, False, 1, False),  # one image
+    (False, True, False, 5, False),  # stderr not a terminal
+])
+def test_caption_progress_bar_rule(monkeypatch, stderr_tty, stdout_tty, json_lines, count,
+                                   bar):
+    import argparse
+    import io
+    import sys
+
+    class Stream(io.StringIO):
+        def __init__(self, tty):
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.setattr(sys, "stderr", Stream(stderr_tty))
+    monkeypatch.setattr(sys, "stdout", Stream(stdout_tty))
+    assert cli._show_progress(argparse.Namespace(json=json_lines), count) is bar
+
+
+@pytest.mark.parametrize("flags", [
+    ["caption", "x.jpg", "--beam", "0"], ["caption", "x.jpg", "--beam", "-2"],
+    ["caption", "x.jpg", "--top", "0"], ["caption", "x.jpg", "--batch-size", "0"],
+    ["evaluate", "--release", "r", "--cache", "c", "--json", "s.json", "--beam", "0"],
+])
+def test_beam_top_and_batch_size_must_be_positive(flags, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(flags)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert flags[-2] in err and "at least 1" in err

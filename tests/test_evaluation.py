@@ -353,3 +353,53 @@ def test_write_per_image_from_coco_scores(tmp_path, ours):
     assert list(rows[0])[3:] == list(evaluation.METRIC_KEYS)
     for row in rows:
         assert float(row["CIDEr"]) == pytest.approx(per_image[row["image"]]["CIDEr"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate_release on the shared tiny run and cache.
+
+
+def test_spice_unavailable_says_why_and_how(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluation, "_SPICE_LIB_DIR", str(tmp_path))
+    reason = evaluation.spice_unavailable()
+    assert str(tmp_path) in reason and "get_stanford_models" in reason
+    assert "--no-spice" in reason
+    for jar in evaluation._CORENLP_JARS:
+        (tmp_path / jar).write_bytes(b"")
+    monkeypatch.setattr(evaluation.shutil, "which", lambda name: None)
+    assert "java" in evaluation.spice_unavailable()
+    monkeypatch.setattr(evaluation.shutil, "which", lambda name: "/usr/bin/java")
+    assert evaluation.spice_unavailable() is None
+
+
+@needs_java
+def test_evaluate_release_skips_spice_with_one_message(run, cache, tmp_path, monkeypatch,
+                                                       caplog):
+    monkeypatch.setattr(evaluation, "_SPICE_LIB_DIR", str(tmp_path / "no_corenlp"))
+    predictions_path, per_image_path = tmp_path / "predictions.json", tmp_path / "per_image.csv"
+    with caplog.at_level(logging.WARNING):
+        scores = evaluation.evaluate_release(run, cache, predictions_path=predictions_path,
+                                             per_image_path=per_image_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("SPICE skipped:") and "get_stanford_models" in warnings[0]
+    assert "SPICE" not in scores and scores["Bleu_4"] >= 0 and scores["beam"] == 1
+    predictions = evaluation.read_predictions(predictions_path)
+    assert len(predictions) == scores["n_images"]
+    rows = _read_csv(per_image_path)
+    assert [row["image"] for row in rows] == sorted(predictions)
+    assert list(rows[0])[3:] == list(evaluation.METRIC_KEYS)
+
+
+def test_evaluate_release_without_java_keeps_the_captions(run, cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluation.shutil, "which", lambda name: None)
+    with pytest.raises(CaptioningError, match="Java.*Nothing was captioned"):
+        evaluation.evaluate_release(run, cache)
+    predictions_path, per_image_path = tmp_path / "predictions.json", tmp_path / "per_image.csv"
+    with pytest.raises(CaptioningError, match="Java.*predictions.json"):
+        evaluation.evaluate_release(run, cache, predictions_path=predictions_path,
+                                    per_image_path=per_image_path, beam=2)
+    predictions = evaluation.read_predictions(predictions_path)
+    rows = _read_csv(per_image_path)
+    assert predictions and [row["image"] for row in rows] == sorted(predictions)
+    assert [row["caption"] for row in rows] == [predictions[row["image"]] for row in rows]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.errors import CaptioningError, ReleaseError, UnsafeFileError
+from captioning.errors import CaptioningError, ConfigError, ReleaseError, UnsafeFileError
 from captioning.images import load_and_resize
 from captioning.legacy import (
     TF_KERAS_MISSING,
@@ -378,6 +378,26 @@ def test_legacy_captioner_batches_arrays_and_paths(files):
     assert results[0].image == "<array>" and not results[-1].ok
 
 
+def test_legacy_captioner_takes_grey_rgba_batch_and_single_inputs(files):
+    """The same input forms as `Captioner.caption`, read as the same RGB pixels."""
+    encoder, decoder, tokenizer = (files["tf22"] / name for name in
+                                   ("Encoder.hdf5", "Decoder.hdf5", "tokenizer.pickle"))
+    captioner = LegacyCaptioner.load(encoder, decoder, tokenizer, max_words=4)
+    rgb = np.asarray(Image.open(files["images"][1]).convert("RGB"))
+    grey = rgb.mean(axis=-1).astype(np.uint8)
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    results = captioner.caption([rgb, grey, np.stack([grey] * 3, axis=-1), rgba, grey[..., None],
+                                 np.zeros((4, 4, 5), np.uint8)])
+    assert [r.ok for r in results] == [True] * 5 + [False]
+    assert "(H, W, 3)" in results[-1].error
+    assert results[3].caption == results[0].caption  # alpha dropped
+    assert results[1].caption == results[2].caption == results[4].caption  # grey as RGB
+    assert [r.caption for r in captioner.caption(rgb)] == [results[0].caption]
+    assert len(captioner.caption(np.stack([rgb, rgb]))) == 2
+    single = captioner.caption(str(files["images"][1]))
+    assert len(single) == 1 and single[0].image == str(files["images"][1])
+
+
 def test_preprocess_input_is_inception_v3s():
     pixels = np.array([0.0, 127.5, 255.0])
     np.testing.assert_allclose(preprocess_input(pixels), [-1.0, 0.0, 1.0])
@@ -541,6 +561,60 @@ def test_own_release_files_work_too(files, own_release):
     for result in (results[0], results[2]):
         assert isinstance(result.caption, str)
         assert len(result.words) <= 6
+
+
+def test_own_release_files_take_beam_and_top_and_the_default_length(files, own_release):
+    from captioning.config import CaptionConfig
+    from captioning.legacy import _own_captioner
+
+    paths = [own_release / name for name in ("Encoder.hdf5", "Decoder.hdf5",
+                                             "tokenizer.pickle")]
+    results = caption_with_files(files["images"][:2], *paths, beam=3, top=2)
+    for result in results:
+        assert len(result.alternatives) == 2
+        scores = [score for _, score in result.alternatives]
+        assert scores == sorted(scores, reverse=True) and scores[0] == result.score
+        assert result.alternatives[0][0] == result.caption
+    # not the earlier project's 16 words: the release's own default decode length
+    captioner = _own_captioner(*paths, None, 4)
+    assert captioner.search.max_length == CaptionConfig().max_decode_length
+    with pytest.raises(ConfigError, match="top"):
+        caption_with_files(files["images"][:1], *paths, beam=1, top=2)
+
+
+def test_caption_cli_with_own_files_uses_beam_and_top(files, own_release, capsys):
+    from captioning import cli
+
+    flags = [f"--{kind}={own_release / name}" for kind, name in
+             (("encoder", "Encoder.hdf5"), ("decoder", "Decoder.hdf5"),
+              ("tokenizer", "tokenizer.pickle"))]
+    images = [str(path) for path in files["images"][:2]]
+    code = cli.main(["caption", *images, *flags, "--beam", "3", "--top", "2", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["image"] for r in records] == images
+    for record in records:
+        assert len(record["top"]) == 2 and record["top"][0]["caption"] == record["caption"]
+
+
+@pytest.mark.parametrize("flags", [["--beam", "2"], ["--top", "2"]])
+def test_caption_cli_refuses_beam_for_the_earlier_projects_files(files, flags, capsys,
+                                                                 monkeypatch):
+    from captioning import cli
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("nothing is loaded before the refusal")
+
+    monkeypatch.setattr(LegacyCaptioner, "load", no_loading)
+    folder = files["tf22"]
+    code = cli.main(["caption", str(files["images"][0]), "--encoder",
+                     str(folder / "Encoder.hdf5"), "--decoder", str(folder / "Decoder.hdf5"),
+                     "--tokenizer", str(folder / "tokenizer.pickle"), *flags])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("error: Decoder.hdf5") and "greedily" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_mixed_legacy_and_keras3_files_are_refused(files, own_release):

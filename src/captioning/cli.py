@@ -115,8 +115,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", required=True, help="file to write the scores to")
     p.add_argument("--predictions", help="write the captions as COCO results JSON")
     p.add_argument("--per-image", help="write each image's caption and references as CSV")
-    p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--spice", action="store_true", help="also SPICE (needs Stanford CoreNLP)")
+    p.add_argument("--beam", type=_positive_int, default=1, help="beam width (1: greedy)")
+    spice = p.add_mutually_exclusive_group()
+    spice.add_argument("--spice", dest="spice", action="store_true", default=True,
+                       help="SPICE when it can run (the default; needs Stanford CoreNLP)")
+    spice.add_argument("--no-spice", dest="spice", action="store_false",
+                       help="leave SPICE out, without the message that it was skipped")
     p.add_argument("--record", action="store_true",
                    help="also record the scores in the release's manifest.json")
 
@@ -124,9 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--release", help="run folder or manifest.json; default: the shipped demo")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--top", type=int, default=1, help="print the K best beams with scores")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--beam", type=_positive_int, default=1, help="beam width (1: greedy)")
+    p.add_argument("--top", type=_positive_int, default=1,
+                   help="print the K best beams with scores (beam search of width >= K)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--encoder", help="an Encoder.hdf5 (with --decoder and --tokenizer): this "
                    "project's files or the earlier Keras project's (needs tf-keras)")
     p.add_argument("--decoder", help="a Decoder.hdf5 (with --encoder and --tokenizer)")
@@ -346,11 +351,12 @@ def _caption(args) -> int:
     if any(files_given) and args.release:
         raise ConfigError("give either --release or --encoder/--decoder/--tokenizer, not both")
     if files:
-        progress = sys.stderr.isatty() and len(files) > 1
+        progress = _show_progress(args, len(files))
         if all(files_given):
             from captioning.legacy import caption_with_files
 
             results = caption_with_files(files, args.encoder, args.decoder, args.tokenizer,
+                                         beam=max(args.beam, args.top), top=args.top,
                                          batch_size=args.batch_size, progress=progress)
         else:
             captioner = Captioner.load(args.release, batch_size=args.batch_size)
@@ -367,6 +373,13 @@ def _caption(args) -> int:
         print("error: no images given", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _show_progress(args, count: int) -> bool:
+    """A progress bar on stderr: for more than one image, when stderr is a terminal, and
+    not when `--json` lines go to a file or a pipe (another program reads them)."""
+    piped_json = args.json and not sys.stdout.isatty()
+    return sys.stderr.isatty() and count > 1 and not piped_json
 
 
 def _print_result(args, image, caption=None, error=None, alternatives=None):

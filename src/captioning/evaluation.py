@@ -12,8 +12,9 @@ scorers then run on the tokens. Only the plumbing differs from `COCOEvalCap`:
 - the tokenizer reads its input from a private temporary directory instead of
   pycocoevalcap's package folder, and that directory is always removed;
 - METEOR's Java process is stopped as soon as its score is read;
-- SPICE is only run when asked for, and never downloads Stanford CoreNLP: when it
-  cannot run, one warning says why and SPICE is left out of the results;
+- SPICE is only run when asked for (`evaluate_release` asks by default), and never
+  downloads Stanford CoreNLP: when it cannot run (`spice_unavailable`), one warning says
+  why and how to enable it, and SPICE is left out of the results;
 - pycocoevalcap's prints go to this module's logger at DEBUG level, not to stdout.
 
 `bleu4` is a fast, Java-free corpus BLEU-4 for monitoring validation during
@@ -69,6 +70,10 @@ _CORENLP_JARS = (
 )
 _CORENLP_URL = f"http://nlp.stanford.edu/software/{_corenlp_download.CORENLP}.zip"
 _MAX_NAMED = 5
+_NO_JAVA = (
+    "The COCO caption metrics need Java 8 or newer on PATH (the PTB tokenizer and "
+    "METEOR run on it): install a JRE, e.g. `apt-get install default-jre-headless`."
+)
 
 
 def coco_scores(
@@ -116,12 +121,7 @@ def coco_scores(
     """
     image_ids = _check_captions(predictions, references)
     if shutil.which("java") is None:
-        raise CaptioningError(
-            "The COCO caption metrics need Java 8 or newer on PATH (the PTB "
-            "tokenizer and METEOR run on it): install a JRE, e.g. "
-            "`apt-get install default-jre-headless`, or use bleu4() for a "
-            "Java-free BLEU-4."
-        )
+        raise CaptioningError(f"{_NO_JAVA} Or use bleu4() for a Java-free BLEU-4.")
     gts = {image: list(references[image]) for image in image_ids}
     res = {image: [predictions[image]] for image in image_ids}
 
@@ -529,24 +529,43 @@ class _Meteor(Meteor):
         self.close()
 
 
-def _spice_score(gts, res):
-    """SPICE on tokenized captions, or None after a warning when it cannot run."""
+def spice_unavailable() -> str | None:
+    """Why SPICE cannot run here, with how to make it run; None when it can.
+
+    SPICE needs pycocoevalcap's `spice-1.0.jar`, Stanford CoreNLP 3.6.0 (two jars, about
+    400 MB, which pycocoevalcap downloads on first use and this package never does) in its
+    `spice/lib` folder, and Java. Whether the Java found is one SPICE runs on (8 or 11) is
+    only known by running it.
+
+    Returns:
+        A one-line message, or None.
+    """
+    silence = "pass --no-spice (spice=False) to leave SPICE out without this message"
+    if not os.path.isfile(os.path.join(_SPICE_DIR, _spice_module.SPICE_JAR)):
+        return (f"pycocoevalcap's {_spice_module.SPICE_JAR} is not in {_SPICE_DIR}; "
+                f"reinstall pycocoevalcap, or {silence}.")
     missing = [
         name
         for name in _CORENLP_JARS
         if not os.path.isfile(os.path.join(_SPICE_LIB_DIR, name))
     ]
     if missing:
-        logger.warning(
-            "SPICE skipped: Stanford CoreNLP (%s) is not in %s, and it is never "
-            "downloaded during evaluation. To get it, run `python -m "
-            "pycocoevalcap.spice.get_stanford_models` once with internet access, "
-            "or copy both jars from %s into that folder; SPICE also needs Java 8 "
-            "or 11.",
-            ", ".join(missing),
-            _SPICE_LIB_DIR,
-            _CORENLP_URL,
-        )
+        return (f"Stanford CoreNLP ({', '.join(missing)}) is not in {_SPICE_LIB_DIR}, and it "
+                "is never downloaded during evaluation. To enable SPICE, run `python -m "
+                "pycocoevalcap.spice.get_stanford_models` once with internet access, or copy "
+                f"both jars from {_CORENLP_URL} into that folder (SPICE also needs Java 8 or "
+                f"11); or {silence}.")
+    if shutil.which("java") is None:
+        return (f"SPICE runs on Java 8 or 11, and there is no java on PATH; install one, "
+                f"or {silence}.")
+    return None
+
+
+def _spice_score(gts, res):
+    """SPICE on tokenized captions, or None after a warning when it cannot run."""
+    reason = spice_unavailable()
+    if reason is not None:
+        logger.warning("SPICE skipped: %s", reason)
         return None
     try:
         return _run_spice(gts, res)
@@ -629,7 +648,7 @@ def _float_or_nan(value):
 
 
 def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_path=None,
-                     per_image_path=None, spice=False, batch_size=128):
+                     per_image_path=None, spice=True, batch_size=128):
     """Captions a cached split with a release and scores it against its references.
 
     The release's encoder must be the one that made the cache (same file hash), so the
@@ -640,13 +659,24 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
         cache_dir: the feature cache holding the split's images.
         split: which split's images to caption.
         beam: beam width (1 is greedy).
-        predictions_path: where to write the captions as COCO results JSON.
-        per_image_path: where to write each image's caption, references and scores (CSV).
-        spice: also compute SPICE when it can run.
+        predictions_path: where to write the captions as COCO results JSON. It is written
+            as soon as the captions are made, before scoring, so a failed scoring loses
+            nothing.
+        per_image_path: where to write each image's caption, references and scores (CSV);
+            written with the captions first, then again with the scores.
+        spice: compute SPICE when it can run (the default); when it cannot (no Stanford
+            CoreNLP, which is never downloaded here), one warning says why and how to get
+            it, and the scores have no `"SPICE"`. False leaves it out without a warning.
         batch_size: images per decoder call.
 
     Returns:
-        The scores of `coco_scores` (COCO metrics, `nltk_bleu_4`, `n_images`).
+        The scores of `coco_scores` (COCO metrics, `"SPICE"` when it ran, `nltk_bleu_4`,
+        `n_images`) with the `split` and `beam`.
+
+    Raises:
+        CaptioningError: Java is missing (before any captioning when there is no
+            `predictions_path`; otherwise after the captions are written there), or the
+            cache, the split or the release does not fit.
     """
     from captioning.captioner import Captioner
     from captioning.errors import CacheError
@@ -669,15 +699,24 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
         raise CacheError(f"{cache.path}: no images in split {split!r}; it has {splits}")
     references = {image: list(group["caption"]) for image, group in part.groupby("image")}
     images = sorted(references)
+    if shutil.which("java") is None and not predictions_path:
+        raise CaptioningError(
+            f"{_NO_JAVA} Nothing was captioned; with --predictions FILE (predictions_path) "
+            "the captions are written before scoring, so they are kept even without Java.")
     captioner = Captioner(loaded, batch_size=batch_size)
     predictions = {}
     for start in range(0, len(images), batch_size):
         names = images[start:start + batch_size]
         captions, _ = captioner.caption_features(cache.gather(cache.rows(names)), beam=beam)
         predictions.update(zip(names, captions))
-    scores, per_image = coco_scores(predictions, references, spice=spice, return_per_image=True)
     if predictions_path:
         write_predictions(predictions_path, predictions)
+    if per_image_path:
+        write_per_image(per_image_path, predictions, references)
+    if shutil.which("java") is None:
+        kept = ", ".join(str(path) for path in (predictions_path, per_image_path) if path)
+        raise CaptioningError(f"{_NO_JAVA} The {len(predictions)} captions are in {kept}.")
+    scores, per_image = coco_scores(predictions, references, spice=spice, return_per_image=True)
     if per_image_path:
         write_per_image(per_image_path, predictions, references, per_image)
     scores["split"], scores["beam"] = split, int(beam)

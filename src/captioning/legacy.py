@@ -54,7 +54,8 @@ Anything else raises `UnsafeFileError` naming the file and the layer, and nothin
 
 `caption_with_files` also takes this project's own three files (Keras 3 `Encoder.hdf5` with
 its preprocessing inside, `Decoder.hdf5` one-step model, `tokenizer.pickle`) and captions
-them with `Captioner` (compiled greedy search), so one call serves both kinds of release.
+them with `Captioner` (compiled greedy or beam search), so one call serves both kinds of
+release.
 
 Example:
 >>> captions = caption_with_files(["dog.jpg"], "Encoder.hdf5", "Decoder.hdf5",
@@ -73,7 +74,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.captioner import Caption
+from captioning.captioner import Caption, _as_rgb, image_list
 from captioning.errors import CaptioningError, ConfigError, ReleaseError, UnsafeFileError
 
 __all__ = [
@@ -562,7 +563,8 @@ class LegacyCaptioner:
         return out
 
     def caption(self, images, progress: bool = False, workers: int | None = None):
-        """Captions image paths and/or RGB arrays `(H, W, 3)` in 0..255.
+        """Captions image paths and/or image arrays in 0..255, as `Captioner.caption` takes
+        them (one path, one `(H, W, 3)`, grey or RGBA array, a batch array, or a list).
 
         Returns:
             A list of `Caption`, one per input in order: `caption` (the words joined by
@@ -571,9 +573,7 @@ class LegacyCaptioner:
         """
         from tqdm.auto import tqdm
 
-        if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
-            images = [images]
-        images = list(images)
+        images = image_list(images)
         results = [None] * len(images)
         bar = tqdm(total=len(images), unit="img", disable=not progress, desc="captioning")
         with concurrent.futures.ThreadPoolExecutor(workers or max(2, os.cpu_count() or 2)) as pool:
@@ -603,7 +603,7 @@ class LegacyCaptioner:
 
         try:
             if isinstance(item, np.ndarray):
-                return resize_image(item, self.image_size)
+                return resize_image(_as_rgb(item), self.image_size)
             return load_and_resize(item, self.image_size)
         except CaptioningError as error:
             return str(error)
@@ -633,7 +633,9 @@ def _name(item) -> str:
 
 
 def _own_captioner(encoder, decoder, tokenizer, max_words, batch_size):
-    """A `Captioner` over this project's own (Keras 3) three files, without a manifest."""
+    """A `Captioner` over this project's own (Keras 3) three files, without a manifest.
+
+    With `max_words` None it decodes up to `CaptionConfig.max_decode_length` words."""
     import keras
 
     from captioning.captioner import Captioner
@@ -669,20 +671,26 @@ def _own_captioner(encoder, decoder, tokenizer, max_words, batch_size):
     return Captioner(release, batch_size=batch_size, max_length=max_words)
 
 
-def caption_with_files(images, encoder, decoder, tokenizer, *, max_words: int = MAX_WORDS,
-                       batch_size: int = 32, progress: bool = False) -> list:
+def caption_with_files(images, encoder, decoder, tokenizer, *, max_words: int | None = None,
+                       beam: int = 1, top: int = 1, batch_size: int = 32,
+                       progress: bool = False) -> list:
     """Captions images with three release files, of the earlier Keras project or this one.
 
     The two model files are told apart with `is_legacy_model` (h5py only). The earlier
     project's files are checked against the allow-lists, loaded with tf-keras and captioned
-    as its notebook did (`LegacyCaptioner`); this project's Keras 3 files are loaded with
-    `keras.saving.load_model(safe_mode=True)` and captioned greedily by `Captioner`.
+    greedily as its notebook did (`LegacyCaptioner`); this project's Keras 3 files are
+    loaded with `keras.saving.load_model(safe_mode=True)` and captioned by `Captioner`
+    (greedy or beam search).
 
     Args:
-        images: image paths and/or RGB arrays (one path alone is accepted too).
+        images: image paths and/or arrays, as `Captioner.caption` takes them.
         encoder, decoder, tokenizer: paths of `Encoder.hdf5`, `Decoder.hdf5`,
             `tokenizer.pickle`.
-        max_words: words generated at most, the end marker included.
+        max_words: words generated at most, the end marker included; default the
+            notebook's `MAX_WORDS` (16) for the earlier project's files and
+            `CaptionConfig.max_decode_length` for this project's.
+        beam: beam width (this project's files only; the earlier project's take 1).
+        top: beams returned per image (`Caption.alternatives`), at most `beam`.
         batch_size: images per batch.
         progress: show a progress bar.
 
@@ -691,13 +699,20 @@ def caption_with_files(images, encoder, decoder, tokenizer, *, max_words: int = 
         others are still captioned.
 
     Raises:
+        ConfigError: a bad setting, or `beam`/`top` above 1 for the earlier project's files
+            (checked before any model is loaded).
         UnsafeFileError: a model file names something not allowed; nothing was loaded.
         ReleaseError: a file is missing or unreadable, or the files do not fit together.
         CaptioningError: the files are the earlier project's and tf-keras is not installed.
     """
-    if isinstance(max_words, bool) or not isinstance(max_words, (int, np.integer)) \
-            or max_words < 1:
-        raise ConfigError(f"max_words must be a positive integer, got {max_words!r}")
+    for name, value in (("max_words", max_words), ("beam", beam), ("top", top),
+                        ("batch_size", batch_size)):
+        if name == "max_words" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if top > beam:
+        raise ConfigError(f"top must be between 1 and beam ({beam}), got {top!r}")
     legacy = {"encoder": is_legacy_model(encoder), "decoder": is_legacy_model(decoder)}
     if legacy["encoder"] != legacy["decoder"]:
         old = "encoder" if legacy["encoder"] else "decoder"
@@ -707,11 +722,17 @@ def caption_with_files(images, encoder, decoder, tokenizer, *, max_words: int = 
             f"{Path(os.fspath(paths[old])).name} is a Keras 2 file of the earlier project but "
             f"{Path(os.fspath(paths[new])).name} was saved by Keras 3: the two files come "
             "from different releases")
-    if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
-        images = [images]
+    images = image_list(images)
     if legacy["decoder"]:
-        captioner = LegacyCaptioner.load(encoder, decoder, tokenizer, max_words=max_words,
+        if beam > 1 or top > 1:
+            raise ConfigError(
+                f"{Path(os.fspath(decoder)).name} is a release of the earlier Keras project, "
+                "and those releases caption greedily as its notebook did, so beam and top "
+                f"must be 1 (got beam {beam}, top {top}): drop --beam/--top, or use a "
+                "release trained with this project")
+        captioner = LegacyCaptioner.load(encoder, decoder, tokenizer,
+                                         max_words=max_words or MAX_WORDS,
                                          batch_size=batch_size)
         return captioner.caption(images, progress=progress)
     captioner = _own_captioner(encoder, decoder, tokenizer, max_words, batch_size)
-    return captioner.caption(images, progress=progress)
+    return captioner.caption(images, beam=beam, top=top, progress=progress)
