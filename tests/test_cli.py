@@ -265,6 +265,44 @@ def test_train_without_a_validation_split(cache, tmp_path, capsys):
     assert "best epoch 1: no validation split" in capsys.readouterr().out
 
 
+def test_cache_shard_then_merge(dataset, cache, tmp_path, capsys):
+    # In this process: two slices, each on its own (as on two machines), then --merge.
+    import numpy as np
+
+    from captioning.features import load_features
+    from conftest import ENCODER, IMAGE_SIZE
+
+    base = ["cache", "--format", "csv", "--captions", str(dataset / "captions.csv"),
+            "--images", str(dataset / "images"), "--encoder", ENCODER, "--weights", "none",
+            "--image-size", str(IMAGE_SIZE), "--shard-size", "16", "--workers", "2"]
+    for index in range(2):
+        assert cli.main(base + ["--out", str(tmp_path / f"slice{index}"),
+                                "--shard", f"{index}/2"]) == 0
+        out, err = capsys.readouterr()
+        assert f"Slice {index}/2 done" in out
+        assert "images/s" in err  # not a terminal: plain progress lines
+    merged = tmp_path / "merged"
+    assert cli.main(["cache", "--out", str(merged), "--merge", str(tmp_path / "slice0"),
+                     str(tmp_path / "slice1")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == str(merged)
+    names, features = load_features(merged)
+    reference_names, reference = load_features(cache)
+    assert names == reference_names
+    # The same seeded random encoder; other batches than the shared cache's, so not bit-equal.
+    np.testing.assert_allclose(np.asarray(features), np.asarray(reference), rtol=2e-3,
+                               atol=1e-3 * float(np.abs(np.asarray(reference)).max()))
+
+
+@pytest.mark.parametrize("value", ["3/2", "-1/2", "1-2"])
+def test_cache_bad_shard_is_a_usage_error(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["cache", "--out", str(tmp_path / "c"), f"--shard={value}"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "--shard" in err and value in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_synthetic_into_an_unwritable_place_is_one_line(tmp_path, capsys):
     # An OSError on a path the user gave is their mistake: one line naming it, exit 2.
     blocker = tmp_path / "a_file"

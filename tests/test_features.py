@@ -17,6 +17,7 @@ from captioning.errors import CacheError
 from captioning.features import (
     FeatureCache,
     build_cache,
+    describe_differences,
     images_fingerprint,
     load_features,
     sha256_file,
@@ -153,7 +154,10 @@ def test_resume_after_a_kill_computes_only_the_missing_shards(
 
     printed = capsys.readouterr().out
     assert "Resuming" in printed and "4 of 5 shards" in printed
+    # The bytes still to write: one shard of 8 float16 feature vectors.
+    assert f"{8 * FEATURE_DIM * 2 / 1024:.1f} KiB still to write" in printed
     assert lost.is_file()
+    assert list(work.glob("shards/*.tmp")) == []
     assert _manifest(work)["complete"] is True
     for file, mtime in kept.items():
         assert (work / "shards" / file).stat().st_mtime_ns == mtime, f"{file} was recomputed"
@@ -374,3 +378,202 @@ def test_a_real_kill_then_rerun_equals_an_uninterrupted_cache(tmp_path):
     # The same seed gives the same random encoder, so the features must agree exactly.
     np.testing.assert_array_equal(killed_array, reference_array)
     assert list(killed.glob("shards/*.tmp")) == []
+
+
+def test_a_float32_cache_logs_progress_and_its_throughput(dataset, table, tmp_path, capsys):
+    part = table[table["image"].isin(sorted(set(table["image"]))[:16])]
+    out = build_cache(part, dataset / "images", tmp_path / "cache", dtype="float32",
+                      shard_size=8, batch_size=4, workers=3, progress="log", **CACHE_SETTINGS)
+    shard = np.load(out / "shards" / _manifest(out)["shards"][0]["file"], mmap_mode="r")
+    assert shard.dtype == np.float32 and shard.shape == (8, FEATURE_DIM)
+    names, features = load_features(out)
+    assert features.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(features), _encode(out, dataset / "images", names),
+                               rtol=1e-5, atol=1e-6)
+    printed = capsys.readouterr()
+    lines = [line for line in printed.err.splitlines() if line.startswith("caching: ")]
+    # Every 10% of 16 images in batches of 4: after 4, 8, 12 and 16 images.
+    assert [line.split()[1] for line in lines] == ["4/16", "8/16", "12/16", "16/16"]
+    assert all("images/s" in line and "left" in line for line in lines)
+    throughput = _manifest(out)["throughput"]
+    assert throughput["images"] == 16 and throughput["images_per_second"] > 0
+    assert f"16 images in {throughput['seconds']:.1f} s" in printed.out
+
+
+def test_features_index_like_a_numpy_array(sharded_cache):
+    _, features = load_features(sharded_cache)
+    array = np.asarray(features)
+    assert features.dtype == array.dtype == features[0].dtype == np.float32
+    assert features.stored_dtype == np.float16
+    mask = np.zeros(40, bool)
+    mask[[1, 9, 30]] = True
+    for key in [(0, slice(None, 3)), (slice(None), 0), (slice(5, 20, 4), slice(1, 3)),
+                ([3, 12, 3], [0, 2, 4]), ([[1, 2], [30, 39]],), (mask,), (mask, 7),
+                (Ellipsis, 5), (-1,), (np.int64(17), -1)]:
+        np.testing.assert_array_equal(features[key], array[key], err_msg=str(key))
+    with pytest.raises(IndexError):
+        features[40]
+
+
+def test_a_damaged_shard_is_named_when_read_and_recomputed_on_resume(
+        sharded_cache, dataset, table, tmp_path, capsys):
+    work = tmp_path / "cache"
+    shutil.copytree(sharded_cache, work)
+    _, before = _array(work)
+    shards = [work / "shards" / s["file"] for s in _manifest(work)["shards"]]
+    cut = shards[1].read_bytes()
+    shards[1].write_bytes(cut[:len(cut) // 2])  # a shard cut short
+    np.save(shards[3], np.zeros((8, FEATURE_DIM), np.float32))  # the wrong dtype
+    with pytest.raises(CacheError, match=shards[1].name) as caught:
+        FeatureCache(work)
+    assert "cut short" in str(caught.value) and "again" in str(caught.value)
+    shards[1].write_bytes(cut)
+    with pytest.raises(CacheError, match=f"{shards[3].name}: holds float32"):
+        load_features(work)
+    shards[1].write_bytes(cut[:len(cut) // 2])
+    capsys.readouterr()
+
+    build_cache(table, dataset / "images", work, shard_size=8, batch_size=8, progress=False,
+                **CACHE_SETTINGS)
+
+    printed = capsys.readouterr().out
+    assert "Resuming" in printed and "3 of 5 shards" in printed
+    assert f"Recomputing {shards[1].name}" in printed and f"Recomputing {shards[3].name}" in printed
+    np.testing.assert_array_equal(_array(work)[1], before)
+
+
+def test_a_full_disk_is_a_cache_error_and_the_same_command_resumes(
+        sharded_cache, dataset, table, tmp_path, monkeypatch, capsys):
+    import errno
+    import io
+
+    original = np.save
+    calls = []
+
+    def fill_the_disk(file, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # half of the third shard reaches the disk, then it is full
+            buffer = io.BytesIO()
+            original(buffer, array, *args, **kwargs)
+            file.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", fill_the_disk)
+    out = tmp_path / "cache"
+    with pytest.raises(CacheError, match="free some space and run the same command again"):
+        build_cache(table, dataset / "images", out, shard_size=8, batch_size=8,
+                    progress=False, **CACHE_SETTINGS)
+    assert list(out.glob("shards/*.tmp")) == []
+    assert len(list(out.glob("shards/*.npy"))) == 2
+    monkeypatch.setattr(np, "save", original)
+    capsys.readouterr()
+
+    build_cache(table, dataset / "images", out, shard_size=8, batch_size=8, progress=False,
+                **CACHE_SETTINGS)
+
+    assert "2 of 5 shards" in capsys.readouterr().out
+    np.testing.assert_array_equal(_array(out)[1], _array(sharded_cache)[1])
+
+
+def test_describe_differences_names_each_key_with_both_values():
+    cache = {"encoder": "inception_v3", "image_size": 75, "feature_shape": [2048],
+             "images_fingerprint": "a" * 64, "dtype": "float16"}
+    expected = {"encoder": "inception_v3", "image_size": 80, "feature_shape": (64, 2048),
+                "images_fingerprint": "b" * 64}
+    lines = describe_differences(cache, expected, expected_name="run")
+    assert lines == ["image_size: cache 75 vs run 80",
+                     "feature_shape: cache 2048 vs run 64x2048",
+                     f"image list (fingerprint): cache {'a' * 12}... vs run {'b' * 12}..."]
+    # A key the expected side does not record is not compared; tuples equal lists.
+    assert describe_differences(cache, {"feature_shape": (2048,), "encoder": "inception_v3"}
+                                ) == []
+
+
+def test_training_resumed_on_another_cache_says_what_differs(copy_run, cache, tmp_path):
+    from captioning.errors import ConfigError
+    from captioning.training import train
+
+    from conftest import tiny_config
+
+    other = tmp_path / "other"
+    shutil.copytree(cache, other)
+    manifest = _manifest(other)
+    manifest["image_size"] = 80
+    manifest["encoder_weights_sha256"] = "0" * 64
+    _write_manifest(other, manifest)
+    with pytest.raises(ConfigError) as caught:
+        train(other, copy_run, tiny_config(), progress=False)
+    message = str(caught.value)
+    assert f"image_size: cache 80 vs run {IMAGE_SIZE}" in message
+    assert "encoder weights (fingerprint): cache 000000000000..." in message
+
+
+def test_evaluation_checks_the_encoder_weights_not_the_file(run, cache, sharded_cache,
+                                                            tmp_path):
+    from captioning.evaluation import evaluate_release
+
+    # Built again with the same seed: the same weights in another encoder.hdf5 file.
+    assert (_manifest(sharded_cache)["encoder_weights_sha256"]
+            == _manifest(cache)["encoder_weights_sha256"])
+    with pytest.raises(CacheError, match="no images in split 'nope'"):
+        evaluate_release(run, sharded_cache, split="nope")  # the encoder check passed
+    other = tmp_path / "other"
+    shutil.copytree(cache, other)
+    manifest = _manifest(other)
+    manifest["features"] = "grid"
+    _write_manifest(other, manifest)
+    with pytest.raises(CacheError, match="features: cache 'grid' vs release 'pooled'"):
+        evaluate_release(run, other, split="test")
+
+
+_HANG_SCRIPT = r"""
+import io, sys, time
+import numpy as np
+from captioning.datasets import read_captions
+from captioning.features import build_cache
+
+dataset, out, encoder, hang = sys.argv[1:5]
+if hang == "1":
+    original, calls = np.save, []
+    def half_then_hang(file, array, *args, **kwargs):
+        # The third shard: half of it reaches the temporary file, then the parent kills us.
+        calls.append(1)
+        if len(calls) < 3:
+            return original(file, array, *args, **kwargs)
+        buffer = io.BytesIO()
+        original(buffer, array, *args, **kwargs)
+        file.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+        file.flush()
+        time.sleep(600)
+    np.save = half_then_hang
+table = read_captions(dataset + "/captions.csv", format="csv")
+build_cache(table, dataset + "/images", out, encoder=encoder, weights="none", image_size=75,
+            shard_size=8, batch_size=8, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_while_a_shard_is_written_then_rerun_equals_an_uninterrupted_cache(
+        dataset, sharded_cache, tmp_path):
+    out = tmp_path / "cache"
+    process = run_python(_HANG_SCRIPT, dataset, out, ENCODER, 1)
+    deadline = time.monotonic() + 120
+    third = out / "shards" / "features-00002-of-00005.npy.tmp"
+    while not (third.exists() and third.stat().st_size > 0):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no shard was being written after 120 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert len(list(out.glob("shards/*.npy"))) == 2
+
+    rerun = run_python(_HANG_SCRIPT, dataset, out, ENCODER, 0)
+    printed, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert "Resuming" in printed and "2 of 5 shards" in printed
+    assert list(out.glob("shards/*.tmp")) == []
+    names, features = _array(out)
+    reference_names, reference = _array(sharded_cache)
+    assert names == reference_names
+    np.testing.assert_array_equal(features, reference)

@@ -64,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-restval", action="store_true",
                    help="karpathy: keep restval apart instead of folding it into train")
     p.add_argument("--shard-size", type=int, help="images per shard file (default ~256 MiB)")
-    p.add_argument("--shard", metavar="I/N",
+    p.add_argument("--shard", metavar="I/N", type=_shard_arg,
                    help="compute only slice I of N (another machine or session); then --merge")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="threads decoding images (default: the CPU count, at most 8)")
     p.add_argument("--merge", nargs="+", metavar="SLICE",
                    help="join finished slice folders into the --out cache")
 
@@ -260,6 +262,19 @@ def _read_table(args):
     return table
 
 
+def _shard_arg(text: str) -> tuple:
+    """`--shard I/N`: slice I of N, 0 <= I < N."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must look like I/N (e.g. 0/4), got {text!r}"
+                                         ) from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"I/N needs 0 <= I < N (slices 0/{max(count, 1)} to "
+                                         f"{max(count, 1) - 1}/{max(count, 1)}), got {text!r}")
+    return index, count
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -279,18 +294,12 @@ def _cache(args) -> int:
     missing = [flag for flag in ("format", "captions", "images") if not getattr(args, flag)]
     if missing:
         raise ConfigError(f"cache needs --{', --'.join(missing)} (or --merge SLICE...)")
-    shard = None
-    if args.shard:
-        try:
-            index, count = (int(x) for x in args.shard.split("/"))
-        except ValueError:
-            raise ConfigError(f"--shard must look like I/N (e.g. 0/4), got {args.shard!r}") from None
-        shard = (index, count)
     table = _read_table(args)
     out = build_cache(table, args.images, args.out, encoder=args.encoder, weights=args.weights,
                       image_size=args.image_size, features=args.features, dtype=args.dtype,
                       batch_size=args.batch_size, shard_size=args.shard_size,
-                      progress=sys.stderr.isatty(), shard=shard)
+                      workers=args.workers, shard=args.shard,
+                      progress="bar" if sys.stderr.isatty() else "log")
     print(out)
     return EXIT_OK
 

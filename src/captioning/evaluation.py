@@ -651,8 +651,8 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
                      per_image_path=None, spice=True, batch_size=128):
     """Captions a cached split with a release and scores it against its references.
 
-    The release's encoder must be the one that made the cache (same file hash), so the
-    cached features are what the release would compute from the images.
+    The release's encoder must be the one that made the cache (same settings, feature shape
+    and weights), so the cached features are what the release would compute from the images.
 
     Args:
         release: a run folder or manifest path (or a loaded `Release`).
@@ -680,17 +680,24 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
     """
     from captioning.captioner import Captioner
     from captioning.errors import CacheError
-    from captioning.features import FeatureCache, sha256_file
+    from captioning.features import FeatureCache, describe_differences, weights_fingerprint
     from captioning.release import load_release
 
     loaded = release if hasattr(release, "manifest") else load_release(release)
     cache = FeatureCache(cache_dir)
     encoder_file = loaded.path.parent / loaded.manifest["files"]["encoder"]["path"]
-    if sha256_file(encoder_file) != cache.manifest["encoder_sha256"]:
+    # The weights fingerprint, not the file's sha256: rebuilding the same encoder writes
+    # another .hdf5 file. The dtype may differ: the features are the same encoder's.
+    expected = {key: value for key, value in loaded.manifest.get("encoder", {}).items()
+                if key != "dtype"}
+    expected["feature_shape"] = loaded.manifest["feature_shape"]
+    expected["encoder_weights_sha256"] = weights_fingerprint(loaded.encoder)
+    differences = describe_differences(cache.manifest, expected, expected_name="release")
+    if differences:
         raise CacheError(
             f"{cache.path} was made with another encoder than the release's {encoder_file.name} "
-            f"(cache: {cache.settings}, release: {loaded.manifest.get('encoder')}); make a cache "
-            "with the release's encoder, or caption the images with `caption`"
+            f"({'; '.join(differences)}); make a cache with the release's encoder, or caption "
+            "the images with `caption`"
         )
     table = cache.captions()
     part = table[table["split"] == split]

@@ -239,7 +239,9 @@ def _optimizer(config: CaptionConfig, steps: int):
 
 def _check_or_write_run_config(run: Path, config: CaptionConfig, cache: FeatureCache):
     path = run / "run.json"
-    current = {"config": config.to_dict(), "cache": cache.settings,
+    from captioning.features import describe_differences
+
+    current = {"config": config.to_dict(), "cache": cache.identity,
                "images_fingerprint": cache.manifest["images_fingerprint"]}
     if not path.exists():
         _atomic_json(path, current)
@@ -249,9 +251,14 @@ def _check_or_write_run_config(run: Path, config: CaptionConfig, cache: FeatureC
     for key, value in current["config"].items():
         if key not in _RESUMABLE and saved["config"].get(key) != value:
             differences.append(f"{key}: run has {saved['config'].get(key)!r}, now {value!r}")
-    if saved["cache"] != current["cache"] or (
-            saved["images_fingerprint"] != current["images_fingerprint"]):
-        differences.append(f"the cache differs from the one the run started with ({cache.path})")
+    # Runs started before the cache identity grew more keys are compared on what they hold.
+    changed = describe_differences(
+        {**current["cache"], "images_fingerprint": current["images_fingerprint"]},
+        {**saved["cache"], "images_fingerprint": saved.get("images_fingerprint")},
+        found_name="cache", expected_name="run")
+    if changed:
+        differences.append(f"the cache {cache.path} differs from the one the run started "
+                           f"with: {', '.join(changed)}")
     if differences:
         raise ConfigError(f"{run} holds a different run ({'; '.join(differences)}); use another "
                           "--out folder, or delete it to start over")
