@@ -450,3 +450,33 @@ def test_beam_top_and_batch_size_must_be_positive(flags, capsys):
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert flags[-2] in err and "at least 1" in err
+
+
+def test_train_records_the_cache_encoder_and_the_decoding_flags(cache, tmp_path, capsys):
+    from captioning.features import FeatureCache
+
+    run_dir = tmp_path / "run"
+    args = ["train", "--cache", str(cache), "--out", str(run_dir), "--epochs", "1", "--units",
+            "8", "--embedding-dim", "4", "--max-length", "12", "--quiet", "--val-images", "3",
+            "--max-decode-length", "7", "--attention-units", "16"]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    assert "on 3 images" in capsys.readouterr().out  # --val-images
+    config = json.loads((run_dir / "manifest.json").read_text())["config"]
+    assert (config["val_images"], config["max_decode_length"], config["attention_units"]) == (
+        3, 7, 16)
+    settings = FeatureCache(cache).settings
+    assert (config["encoder"], config["weights"], config["image_size"], config["features"],
+            config["feature_dtype"]) == (settings["encoder"], settings["weights"],
+                                         settings["image_size"], settings["features"],
+                                         settings["dtype"])
+
+
+def test_train_config_contradicting_the_cache_is_refused(cache, tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"image_size": 99}))
+    args = ["train", "--cache", str(cache), "--out", str(tmp_path / "run"), "--config",
+            str(config)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "image_size is 99 in the config but 75 in the cache" in err
+    assert not (tmp_path / "run").exists()

@@ -56,8 +56,9 @@ def test_tpu_without_a_tpu_says_what_to_do(monkeypatch):
         make_strategy("tpu")
 
 
-@pytest.mark.slow
-def test_mirrored_training_on_two_logical_cpus(cache, tmp_path):
+def _train_on_two_logical_cpus(cache, out, **settings):
+    """Trains in a fresh process whose one CPU is split into two logical devices (that has
+    to happen before TensorFlow initialises them); returns the finished process."""
     script = textwrap.dedent(f"""
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -68,13 +69,33 @@ def test_mirrored_training_on_two_logical_cpus(cache, tmp_path):
         from captioning.training import train
         assert make_strategy("mirrored").num_replicas_in_sync == 2
         config = CaptionConfig(epochs=1, units=16, embedding_dim=8, batch_size=8,
-                               val_images=4, max_length=12, strategy="mirrored")
-        result = train({str(cache)!r}, {str(tmp_path / "run")!r}, config, progress=False)
-        print("EPOCHS", list(result.history["epoch"]))
+                               val_images=4, max_length=12, strategy="mirrored",
+                               **{settings!r})
+        result = train({str(cache)!r}, {str(out)!r}, config, progress=False)
+        print("EPOCHS", list(result.history["epoch"]), list(result.history["phase"]))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_mirrored_training_on_two_logical_cpus(cache, tmp_path):
+    done = _train_on_two_logical_cpus(cache, tmp_path / "run")
     assert "Training on 2 replicas (MirroredStrategy), global batch 16" in done.stdout
     assert "EPOCHS [1]" in done.stdout
     assert (tmp_path / "run" / "Decoder.hdf5").exists()
+
+
+@pytest.mark.slow
+def test_mirrored_fine_tuning_on_two_logical_cpus(cache, tmp_path):
+    # The joint encoder + decoder model is built and compiled in the strategy's scope, and
+    # its image batches are global batches (8 per replica x 2).
+    done = _train_on_two_logical_cpus(cache, tmp_path / "run", fine_tune=2, fine_tune_epochs=1)
+    assert "Fine-tuning 2 CNN layers" in done.stdout
+    assert "EPOCHS [1, 2] ['frozen', 'fine_tune']" in done.stdout
+    # 160 training captions: 10 global batches of 16 per epoch in both phases, not 20 of 8.
+    assert "10/10" in done.stdout and "20/20" not in done.stdout
+    assert (tmp_path / "run" / "Encoder.hdf5").exists()
+

@@ -75,20 +75,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", required=True)
     p.add_argument("--out", required=True, help="run folder (resumed if it holds this run)")
     p.add_argument("--config", help="a JSON file of CaptionConfig settings")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int,
+                   help="first-phase epochs; raising it on a resumed run trains on (the "
+                   "cosine schedule keeps its first length, the added epochs at its final rate)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--cell", choices=CELLS)
     p.add_argument("--conditioning", choices=CONDITIONINGS)
     p.add_argument("--units", type=int)
     p.add_argument("--embedding-dim", type=int)
+    p.add_argument("--attention-units", type=int, help="Bahdanau attention size (attention)")
     p.add_argument("--num-layers", type=int)
     p.add_argument("--dropout", type=float)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--lr-schedule", choices=("constant", "cosine"))
     p.add_argument("--clipnorm", type=float)
-    p.add_argument("--early-stopping", type=int, help="patience in epochs on val_bleu_4")
+    p.add_argument("--early-stopping", type=int,
+                   help="patience in epochs on val_bleu_4 (val_loss, or the training loss, "
+                   "when there is no validation split)")
+    p.add_argument("--val-images", type=int,
+                   help="validation images greedy-decoded each epoch for val_bleu_4")
     p.add_argument("--max-length", type=int, help="words per caption")
+    p.add_argument("--max-decode-length", type=int, help="words generated at most")
     p.add_argument("--min-count", type=int)
     p.add_argument("--remove-articles", action="store_true", default=None)
     p.add_argument("--filters", help="characters removed from the captions (default: Keras' "
@@ -305,10 +313,11 @@ def _cache(args) -> int:
 
 
 _TRAIN_FLAGS = ("epochs", "batch_size", "seed", "cell", "conditioning", "units", "embedding_dim",
-                "num_layers", "dropout", "learning_rate", "lr_schedule", "clipnorm",
-                "early_stopping", "max_length", "min_count", "remove_articles", "start_token",
-                "end_token", "strategy", "fine_tune", "fine_tune_epochs",
-                "fine_tune_learning_rate", "filters", "lower", "long_captions", "num_words")
+                "attention_units", "num_layers", "dropout", "learning_rate", "lr_schedule",
+                "clipnorm", "early_stopping", "val_images", "max_length", "max_decode_length",
+                "min_count", "remove_articles", "start_token", "end_token", "strategy",
+                "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate", "filters", "lower",
+                "long_captions", "num_words")
 
 
 def _train(args) -> int:
