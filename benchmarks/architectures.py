@@ -6,9 +6,12 @@ over grid features can look at each region. Writes a Markdown table of the test 
 and to --out:
 
 - `Bleu_4`, `CIDEr`: the COCO metrics (pycocoevalcap) of the greedy captions;
+- `shapes named`: the share of test images whose caption names each of its shapes with the
+  right colour ("red circle"), wherever it puts them;
 - `true`: the share of test images whose caption is one of the image's own true captions
   (word for word), which BLEU does not measure: "a red circle to the left of a blue star" and
-  "a blue star to the left of a red circle" differ by little in n-grams, but one is false.
+  "a blue star to the left of a red circle" differ by little in n-grams, but one is false;
+- `val_loss`: the validation loss (masked cross-entropy per word) of the exported epoch.
 
 Each finished combination is kept in `--work/results.json`, so an interrupted run resumes.
 
@@ -19,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -39,13 +43,25 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(word for word in text.lower().split() if word.isalnum())
 
 
-def true_share(predictions_file: Path, metadata_file: Path) -> float:
-    """The share of predicted captions that are one of their image's true captions."""
-    truths = {record["file_name"]: {_words(caption) for caption in record["captions"]}
-              for record in json.loads(metadata_file.read_text())["images"]}
+def truth_shares(predictions_file: Path, metadata_file: Path) -> dict:
+    """How many predicted captions name every shape right, and how many are wholly true."""
+    records = {record["file_name"]: record
+               for record in json.loads(metadata_file.read_text())["images"]}
     predictions = json.loads(predictions_file.read_text())
-    hits = sum(_words(item["caption"]) in truths[item["image_id"]] for item in predictions)
-    return hits / len(predictions)
+    named = true = 0
+    for item in predictions:
+        record, words = records[item["image_id"]], _words(item["caption"])
+        pairs = set(zip(words, words[1:]))
+        named += all((shape["colour"], shape["shape"]) in pairs for shape in record["shapes"])
+        true += words in {_words(caption) for caption in record["captions"]}
+    return {"named": named / len(predictions), "true": true / len(predictions)}
+
+
+def exported_val_loss(run: Path) -> float:
+    """The validation loss of the epoch the run exported (the best by val_bleu_4)."""
+    history = list(csv.DictReader((run / "history.csv").open()))
+    best = max(history, key=lambda row: float(row["val_bleu_4"]))
+    return float(best["val_loss"])
 
 
 def main():
@@ -70,12 +86,12 @@ def main():
     for cell in CELLS:
         for conditioning in CONDITIONINGS:
             name = f"{cell}-{conditioning}"
+            run = work / f"run-{name}"
             if name in results:
                 continue
             kind = "grid" if conditioning == "attention" else "pooled"
             config = CaptionConfig(cell=cell, conditioning=conditioning, epochs=args.epochs,
                                    max_length=16, max_decode_length=16, seed=0)
-            run = work / f"run-{name}"
             start = time.time()
             train(caches[kind], run, config, progress=False)
             seconds = time.time() - start
@@ -84,8 +100,8 @@ def main():
                                       predictions_path=predictions)
             results[name] = {"cell": cell, "conditioning": conditioning, "features": kind,
                              "Bleu_4": scores["Bleu_4"], "CIDEr": scores["CIDEr"],
-                             "true": true_share(predictions, data / METADATA_FILE),
-                             "train_s": seconds}
+                             **truth_shares(predictions, data / METADATA_FILE),
+                             "val_loss": exported_val_loss(run), "train_s": seconds}
             results_file.write_text(json.dumps(results, indent=1))
             print(name, results[name], flush=True)
     grid = json.loads((work / "cache-grid" / "manifest.json").read_text())["feature_shape"]
@@ -94,10 +110,12 @@ def main():
         f"random weights at {SIZE} px (grid: {grid[0]} regions of {grid[1]}), {args.epochs} "
         "epochs, max_length 16, otherwise default decoder settings, greedy decoding, test split:",
         "",
-        "| cell | conditioning | features | Bleu_4 | CIDEr | true captions | train s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| cell | conditioning | features | Bleu_4 | CIDEr | shapes named | true captions "
+        "| val_loss | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ] + [f"| {r['cell']} | {r['conditioning']} | {r['features']} | {r['Bleu_4']:.3f} | "
-         f"{r['CIDEr']:.2f} | {r['true']:.1%} | {r['train_s']:.0f} |"
+         f"{r['CIDEr']:.2f} | {r['named']:.1%} | {r['true']:.1%} | {r['val_loss']:.3f} | "
+         f"{r['train_s']:.0f} |"
          for r in (results[f"{c}-{k}"] for c in CELLS for k in CONDITIONINGS)]
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
