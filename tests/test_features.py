@@ -244,6 +244,28 @@ def test_bad_image_is_listed_in_failed_csv_and_its_captions_dropped(dataset, tab
     _assert_close_f16(array, _encode(out, images, good))
 
 
+def test_strict_stops_at_an_unreadable_image_and_resumes_once_it_is_fixed(dataset, table,
+                                                                           tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    names = sorted(set(table["image"]))[:4]
+    for name in names:
+        shutil.copy(dataset / "images" / name, images / name)
+    (images / names[-1]).write_text("<html>this is not a picture</html>\n")
+    rows = table[table["image"].isin(names)]
+
+    with pytest.raises(CacheError, match=f"{names[-1]}.*drop --strict"):
+        build_cache(rows, images, tmp_path / "cache", progress=False, strict=True,
+                    **CACHE_SETTINGS)
+    assert not (tmp_path / "cache" / "failed.csv").exists()
+
+    shutil.copy(dataset / "images" / names[-1], images / names[-1])
+    out = build_cache(rows, images, tmp_path / "cache", progress=False, strict=True,
+                      **CACHE_SETTINGS)
+    assert _manifest(out)["complete"] is True and _manifest(out)["n_failed"] == 0
+    assert len(FeatureCache(out).captions()) == len(rows)
+
+
 def test_too_little_disk_space_is_refused_before_writing(dataset, table, tmp_path,
                                                          monkeypatch):
     usage = collections.namedtuple("usage", "total used free")

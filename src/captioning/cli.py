@@ -58,12 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--features", choices=("pooled", "grid"), default="pooled")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--strict", action="store_true",
-                   help="stop when an image listed in the captions is missing")
+                   help="stop when an image listed in the captions is missing or unreadable")
     p.add_argument("--no-restval", action="store_true",
                    help="karpathy: keep restval apart instead of folding it into train")
-    p.add_argument("--shard-size", type=int, help="images per shard file (default ~256 MiB)")
+    p.add_argument("--shard-size", type=_positive_int, help="images per shard file (default ~256 MiB)")
     p.add_argument("--shard", metavar="I/N", type=_shard_arg,
                    help="compute only slice I of N (another machine or session); then --merge")
     p.add_argument("--workers", type=_positive_int, default=None,
@@ -306,7 +306,7 @@ def _cache(args) -> int:
     out = build_cache(table, args.images, args.out, encoder=args.encoder, weights=args.weights,
                       image_size=args.image_size, features=args.features, dtype=args.dtype,
                       batch_size=args.batch_size, shard_size=args.shard_size,
-                      workers=args.workers, shard=args.shard,
+                      workers=args.workers, shard=args.shard, strict=args.strict,
                       progress="bar" if sys.stderr.isatty() else "log")
     print(out)
     return EXIT_OK

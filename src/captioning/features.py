@@ -147,6 +147,7 @@ def build_cache(
     progress: bool | str = True,
     shard: tuple[int, int] | None = None,
     seed: int = 0,
+    strict: bool = False,
 ) -> Path:
     """Runs the encoder over every image of a captions table and stores the features.
 
@@ -167,6 +168,9 @@ def build_cache(
             or session); join finished slices with `merge_caches`.
         seed: seeds random encoder weights (`weights="none"`), so every slice of a sharded
             cache builds the same encoder.
+        strict: stop at the first unreadable image with a `CacheError` naming it, instead
+            of listing it in `failed.csv` and leaving its captions out. The shards finished
+            before it are kept, so the same call resumes once the image is fixed.
 
     Returns:
         The cache folder. Its manifest records the run's speed under `throughput`
@@ -293,7 +297,8 @@ def build_cache(
         _atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
 
     done, seconds = _encode_shards(model, manifest, out, images, images_dir, load_and_resize,
-                                   batch_size, workers or default_workers(), progress, todo)
+                                   batch_size, workers or default_workers(), progress, todo,
+                                   strict)
     if done:
         rate = done / max(seconds, 1e-9)
         print(f"{done} images in {seconds:.1f} s ({rate:.1f} images/s).")
@@ -349,7 +354,7 @@ def _check_space(out: Path, n_bytes: int, free: int, what="the features") -> Non
 
 
 def _encode_shards(model, manifest, out, images, images_dir, load, batch_size, workers,
-                   progress, todo) -> tuple:
+                   progress, todo, strict=False) -> tuple:
     """Encodes the `todo` shards; images are decoded by `workers` threads, several batches
     ahead of the encoder and across shard boundaries, and each finished shard is written by
     a background thread while the next one is encoded.
@@ -394,6 +399,12 @@ def _encode_shards(model, manifest, out, images, images_dir, load, batch_size, w
                 batch = images[shard["start"] + start:shard["start"] + min(start + batch_size,
                                                                             rows)]
                 loaded = [pending.popleft().result() for _ in batch]
+                bad = next(((name, error) for name, (_, error) in zip(batch, loaded) if error),
+                           None)
+                if strict and bad:
+                    raise CacheError(f"{bad[1]}; fix or remove {images_dir / bad[0]} and run "
+                                     "the same command again (it resumes), or drop --strict "
+                                     "to list unreadable images in failed.csv and go on")
                 fill()
                 encoded = np.asarray(model.predict_on_batch(np.stack([p for p, _ in loaded])))
                 if not checked:
