@@ -281,7 +281,7 @@ def test_too_little_disk_space_is_refused_before_writing(dataset, table, tmp_pat
 def test_statistics_match_numpy(sharded_cache):
     reader = FeatureCache(sharded_cache)
     array = np.asarray(load_features(sharded_cache)[1]).astype(np.float64)
-    mean, variance = reader.statistics(chunk=7)
+    mean, variance = reader.statistics(chunk_values=7 * FEATURE_DIM)  # chunks of 7 images
     assert mean.shape == variance.shape == (FEATURE_DIM,)
     np.testing.assert_allclose(mean, array.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(variance, array.var(0), rtol=1e-4, atol=1e-6)

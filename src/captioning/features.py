@@ -810,16 +810,18 @@ class FeatureCache:
             out[where[order]] = self._shards[shard][local[order]]
         return out
 
-    def statistics(self, rows=None, chunk: int = 1024):
+    def statistics(self, rows=None, chunk_values: int = 1 << 21):
         """Per-dimension mean and variance of the features (over images and regions),
-        streamed in chunks."""
+        streamed in chunks of about `chunk_values` feature values (16 MiB as float64), so
+        the memory it needs does not grow with the cache."""
         rows = np.arange(len(self)) if rows is None else np.unique(np.asarray(rows))
         dim = self.feature_shape[-1]
+        chunk = max(1, chunk_values // int(np.prod(self.feature_shape)))
         total, total_sq, count = np.zeros(dim), np.zeros(dim), 0
         for start in range(0, len(rows), chunk):
             block = self.gather(rows[start:start + chunk]).reshape(-1, dim).astype(np.float64)
             total += block.sum(0)
-            total_sq += (block ** 2).sum(0)
+            total_sq += np.einsum("ij,ij->j", block, block)
             count += len(block)
         mean = total / max(count, 1)
         variance = np.maximum(total_sq / max(count, 1) - mean ** 2, 1e-12)
