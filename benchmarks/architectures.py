@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 from captioning.config import CaptionConfig
-from captioning.datasets import read_captions
-from captioning.evaluation import evaluate_release
-from captioning.features import build_cache
-from captioning.synthetic import METADATA_FILE, make_dataset
-from captioning.training import train
+from captioning.data.captions import read_captions
+from captioning.evaluation.metrics import evaluate_release
+from captioning.cache.build import build_cache
+from captioning.data.synthetic import METADATA_FILE, make_dataset
+from captioning.training.train import train
 
 ENCODER, SIZE = "inception_v3_mixed2", 96
 CELLS = ("gru", "lstm")

@@ -41,7 +41,7 @@ import os, sys
 import numpy as np
 from PIL import Image
 import keras
-from captioning.encoders import build_encoder
+from captioning.models.encoders import build_encoder
 
 images, out = sys.argv[1], sys.argv[2]
 keras.utils.set_random_seed({SEED})
@@ -107,8 +107,8 @@ def _human(n: float) -> str:
 def run_set(count: int, image_size: int, repeats: int, work: Path) -> dict:
     import numpy as np
 
-    from captioning.features import load_features
-    from captioning.synthetic import make_dataset
+    from captioning.cache.build import load_features
+    from captioning.data.synthetic import make_dataset
 
     data = work / f"shapes-{count}x{image_size}"
     if not (data / "captions.csv").exists():

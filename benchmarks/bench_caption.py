@@ -75,7 +75,7 @@ def _run(command) -> tuple[float, str]:
 
 
 def run_set(count: int, image_size: int, repeats: int, work: Path) -> dict:
-    from captioning.synthetic import make_dataset
+    from captioning.data.synthetic import make_dataset
 
     data = work / f"shapes-{count}x{image_size}"
     if not (data / "captions.csv").exists():

@@ -40,8 +40,8 @@ def _features(release, count: int):
     """`count` synthetic shapes images at 128 px, encoded by the release's encoder."""
     import numpy as np
 
-    from captioning.images import load_and_resize
-    from captioning.synthetic import make_dataset
+    from captioning.data.images import load_and_resize
+    from captioning.data.synthetic import make_dataset
 
     with tempfile.TemporaryDirectory(prefix="bench_decoding-") as work:
         make_dataset(work, n_images=max(count, 10), seed=7, format="csv", image_size=128)
@@ -103,8 +103,8 @@ def main(argv=None):
 
     import numpy as np
 
-    from captioning.decoding import SequenceDecoder
-    from captioning.release import load_release
+    from captioning.models.search import SequenceDecoder
+    from captioning.release.load import load_release
 
     release = load_release()
     tokenizer, config = release.tokenizer, release.config

@@ -57,9 +57,9 @@ CONFIG = {
 
 def template_cache(work: Path) -> Path:
     """A small real cache made by build_cache: the template of the large ones."""
-    from captioning.datasets import read_captions
-    from captioning.features import build_cache
-    from captioning.synthetic import make_dataset
+    from captioning.data.captions import read_captions
+    from captioning.cache.build import build_cache
+    from captioning.data.synthetic import make_dataset
 
     data = work / "shapes"
     make_dataset(data, n_images=200, seed=7, format="csv", image_size=IMAGE_SIZE)
@@ -76,7 +76,7 @@ def write_cache(template: Path, out: Path, n_images: int, seed: int = 0) -> int:
     import numpy as np
     import pandas as pd
 
-    from captioning.features import FeatureCache, images_fingerprint
+    from captioning.cache.build import FeatureCache, images_fingerprint
 
     manifest = json.loads((template / "manifest.json").read_text())
     pool = pd.read_csv(template.parent / "shapes" / "captions.csv", dtype=str,
@@ -127,7 +127,7 @@ import json, os, sys, threading, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import keras
 from captioning.config import CaptionConfig
-from captioning.training import train
+from captioning.training.train import train
 
 def anon():
     with open("/proc/self/status") as handle:
@@ -238,7 +238,7 @@ def main(argv=None):
             print(f"cache {label}: {n} images, grid {json.loads((template / 'manifest.json').read_text())['feature_shape']}"
                   f" float16, shards {_mib(shard_bytes[label])} (written in "
                   f"{time.perf_counter() - start:.0f} s)")
-        from captioning.release import load_release
+        from captioning.release.load import load_release
 
         print(f"bench_memory: {os.cpu_count()} CPU cores; train --epochs 1 with {CONFIG}")
         rounds = []

@@ -1,60 +1,19 @@
-"""Shared fixtures: one tiny synthetic dataset, its feature cache and a tiny trained run.
-
-They are session-scoped and built once (about 15 s on two CPU cores): 40 synthetic 64 px
-images, a random-weight InceptionV3 cache at 75 px (pooled, float16; see `_pick_encoder`) and
-a 2-epoch GRU decoder with 16 units. Tests that change files copy them first (`copy_run`).
-"""
+"""Session fixtures: the tiny synthetic dataset, its cache and run (see tests/helpers.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _pick_encoder():
-    # A random-weight MobileNetV2 gives pooled features of about 1e-11, which float16 (the
-    # cache's default dtype) flushes to zero: useless for tests. InceptionV3 at 75 px gives
-    # usable random features; its first three blocks (`inception_v3_mixed2`, 4 MB) where
-    # the package has them are faster still than the full model (88 MB).
-    from captioning.encoders import ENCODER_SPECS
-
-    return "inception_v3_mixed2" if "inception_v3_mixed2" in ENCODER_SPECS else "inception_v3"
-
-
-ENCODER = _pick_encoder()
-FEATURE_DIM = {"inception_v3_mixed2": 288, "inception_v3": 2048}[ENCODER]
-IMAGE_SIZE = 75
-# What every cache in these tests uses: fast and offline.
-CACHE_SETTINGS = dict(encoder=ENCODER, weights="none", image_size=IMAGE_SIZE)
-
-
-def tiny_config(**changes):
-    """The tiny training settings of the shared run, with `changes`."""
-    from captioning.config import CaptionConfig
-
-    settings = dict(epochs=2, units=16, embedding_dim=8, batch_size=16, val_images=8,
-                    max_length=12, max_decode_length=12)
-    settings.update(changes)
-    return CaptionConfig(**settings)
-
-
-def read_table(dataset_dir: Path):
-    from captioning.datasets import read_captions
-
-    return read_captions(dataset_dir / "captions.csv", format="csv")
+from tests.helpers import CACHE_SETTINGS, read_table, run_cli, tiny_config
 
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
     """A 40-image synthetic dataset (CSV format): `captions.csv` and `images/`."""
-    from captioning.synthetic import make_dataset
+    from captioning.data.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("dataset")
     make_dataset(root, n_images=40, seed=1, image_size=64, format="csv")
@@ -69,7 +28,7 @@ def table(dataset):
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory, dataset, table) -> Path:
     """A finished feature cache of `dataset` (one shard)."""
-    from captioning.features import build_cache
+    from captioning.cache.build import build_cache
 
     out = tmp_path_factory.mktemp("cache") / "cache"
     return build_cache(table, dataset / "images", out, progress=False, **CACHE_SETTINGS)
@@ -78,7 +37,7 @@ def cache(tmp_path_factory, dataset, table) -> Path:
 @pytest.fixture(scope="session")
 def run(tmp_path_factory, cache) -> Path:
     """A finished 2-epoch training run on `cache`, holding its release."""
-    from captioning.training import train
+    from captioning.training.train import train
 
     out = tmp_path_factory.mktemp("run") / "run"
     train(cache, out, tiny_config(), progress=False, dataset="synthetic-test")
@@ -87,7 +46,7 @@ def run(tmp_path_factory, cache) -> Path:
 
 @pytest.fixture(scope="session")
 def captioner(run):
-    from captioning.captioner import Captioner
+    from captioning.inference.captioner import Captioner
 
     return Captioner.load(run)
 
@@ -108,28 +67,7 @@ def bad_image(tmp_path) -> Path:
     return path
 
 
-def run_cli(*args, cwd=None, timeout=300):
-    """Runs `python -m captioning ARGS` in a fresh process; returns (code, stdout, stderr)."""
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    env["PYTHONWARNINGS"] = "ignore"
-    completed = subprocess.run(
-        [sys.executable, "-m", "captioning", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd or REPO_ROOT, env=env, timeout=timeout,
-    )
-    return completed.returncode, completed.stdout, completed.stderr
-
-
 @pytest.fixture(name="run_cli")
 def run_cli_fixture():
     """`run_cli` as a fixture, for tests that prefer fixtures to imports."""
     return run_cli
-
-
-def run_python(code, *args, **popen):
-    """Starts `python -c CODE ARGS` with pipes for stdout and stderr, without waiting for it
-    (to kill it, for instance); returns the `subprocess.Popen`."""
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)

@@ -15,7 +15,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, run_cli
 from captioning import cli
 
 PARALLEL = 2  # the CI machines have two cores
@@ -189,7 +189,7 @@ def test_evaluate_writes_scores_and_predictions(runs, cache, work):
     by_image = {p["image_id"]: p["caption"] for p in predictions}
     assert all(by_image[row.image] == row.caption for row in per_image.itertuples())
     assert {"references", "Bleu_4", "CIDEr"} <= set(per_image.columns)
-    from captioning.evaluation import spice_unavailable
+    from captioning.evaluation.metrics import spice_unavailable
 
     if spice_unavailable() is not None:  # no CoreNLP here: skipped, said once, scores kept
         assert "SPICE" not in scores
@@ -269,8 +269,8 @@ def test_cache_shard_then_merge(dataset, cache, tmp_path, capsys):
     # In this process: two slices, each on its own (as on two machines), then --merge.
     import numpy as np
 
-    from captioning.features import load_features
-    from conftest import ENCODER, IMAGE_SIZE
+    from captioning.cache.build import load_features
+    from tests.helpers import ENCODER, IMAGE_SIZE
 
     base = ["cache", "--format", "csv", "--captions", str(dataset / "captions.csv"),
             "--images", str(dataset / "images"), "--encoder", ENCODER, "--weights", "none",
@@ -343,7 +343,7 @@ def test_a_bad_release_fails_before_tensorflow_starts(tmp_path):
 
 
 def test_train_text_flags_are_recorded_in_the_release(cache, tmp_path, capsys):
-    from captioning.release import load_release
+    from captioning.release.load import load_release
 
     run_dir = tmp_path / "run"
     args = ["train", "--cache", str(cache), "--out", str(run_dir), "--epochs", "1", "--units",
@@ -386,7 +386,7 @@ def test_evaluate_scores_equal_coco_eval_cap_on_the_written_predictions(runs, ca
     from pycocoevalcap import eval as coco_eval
     from pycocotools.coco import COCO
 
-    from captioning.evaluation import METRIC_KEYS
+    from captioning.evaluation.metrics import METRIC_KEYS
     from test_evaluation import _NoSpice
 
     code, _, err = runs["evaluate"].result()
@@ -453,7 +453,7 @@ def test_beam_top_and_batch_size_must_be_positive(flags, capsys):
 
 
 def test_train_records_the_cache_encoder_and_the_decoding_flags(cache, tmp_path, capsys):
-    from captioning.features import FeatureCache
+    from captioning.cache.build import FeatureCache
 
     run_dir = tmp_path / "run"
     args = ["train", "--cache", str(cache), "--out", str(run_dir), "--epochs", "1", "--units",

@@ -169,8 +169,8 @@ def test_load_refuses_a_json_file_that_is_not_an_object(tmp_path):
 
 
 def test_text_settings_travel_with_the_config_and_reach_the_tokenizer():
-    from captioning.tokenizer import DEFAULT_FILTERS
-    from captioning.training import _make_tokenizer
+    from captioning.text.tokenizer import DEFAULT_FILTERS
+    from captioning.training.train import _make_tokenizer
 
     assert CaptionConfig().filters == DEFAULT_FILTERS
     cfg = CaptionConfig(filters="!,", lower=False, long_captions="drop", num_words=50)

@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import CACHE_SETTINGS
+from tests.helpers import CACHE_SETTINGS
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("01_cache_features", "02_train", "03_predict")
@@ -262,7 +262,7 @@ def _zip(path: Path, members: dict):
 def _fake_archives(dataset, folder: Path) -> int:
     """Writes `ARCHIVES[dataset]` into `folder`, laid out as the real ones; returns the
     number of images."""
-    from captioning.synthetic import make_dataset
+    from captioning.data.synthetic import make_dataset
 
     source = folder / "synthetic"
     make_dataset(source, n_images=20, seed=3, image_size=32, format="flickr8k")

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import ENCODER, IMAGE_SIZE, run_cli
+from tests.helpers import ENCODER, IMAGE_SIZE, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from captioning.captioner import Caption
+from captioning.inference.captioner import Caption
 from captioning.errors import CaptioningError, ConfigError
 from captioning.plots import plot_history, show_attention, show_captions
 

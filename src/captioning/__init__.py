@@ -1,58 +1,17 @@
-"""captioning: image captioning on TensorFlow/Keras 3.
+"""captioning: image captioning on Keras 3 (TensorFlow by default, JAX too).
 
 A pretrained CNN encoder turns an image into features and a recurrent decoder writes the
-sentence. Importing the package makes sure its custom Keras layers are registered before
-any model loads, which is all that loading a release needs: at once when Keras is already
-imported, otherwise the moment it is (`import captioning, keras` then
-`keras.saving.load_model(...)` works). The package itself does not import Keras, so
-`python -m captioning` checks its arguments before TensorFlow starts.
+sentence. The package is laid out by stage (see docs/ARCHITECTURE.md): `data`, `text`,
+`models`, `release`, `cache`, `training`, `inference`, `evaluation`, `plots`, `cli`.
+
+`import captioning` is cheap: it imports no Keras or TensorFlow. The public entry points
+below are imported on first use (PEP 562). Loading a release registers the custom layers
+itself; to load a model file with bare Keras, import `captioning.models.layers` first.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
 import importlib as _importlib
-import importlib.abc as _importlib_abc
-import importlib.util as _importlib_util
-import os as _os
-import sys as _sys
-
-# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) hides our own output.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-class _RegisterLayersWithKeras(_importlib_abc.MetaPathFinder):
-    """Imports `captioning.layers` (which registers the layers) right after Keras loads."""
-
-    def __init__(self):
-        self._finding = False
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras" or self._finding:
-            return None
-        self._finding = True
-        try:
-            spec = _importlib_util.find_spec("keras")
-        finally:
-            self._finding = False
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return None
-        loader, exec_module = spec.loader, spec.loader.exec_module
-
-        def exec_then_register(module):
-            exec_module(module)
-            del loader.exec_module
-            if self in _sys.meta_path:
-                _sys.meta_path.remove(self)
-            _importlib.import_module("captioning.layers")
-
-        loader.exec_module = exec_then_register  # this spec's own loader instance
-        return spec
-
-
-if "keras" in _sys.modules:
-    from captioning import layers  # noqa: F401  (registers the custom layers)
-elif not any(isinstance(f, _RegisterLayersWithKeras) for f in _sys.meta_path):
-    _sys.meta_path.insert(0, _RegisterLayersWithKeras())
 
 from captioning.errors import (  # noqa: F401
     CacheError,
@@ -64,28 +23,35 @@ from captioning.errors import (  # noqa: F401
     UnsafeFileError,
 )
 
+__version__ = "0.2.0"
+
+_LAZY = {
+    "CaptionConfig": "captioning.config",
+    "read_captions": "captioning.data.captions",
+    "assign_splits": "captioning.data.captions",
+    "load_image": "captioning.data.images",
+    "make_dataset": "captioning.data.synthetic",
+    "load_tokenizer": "captioning.text",
+    "CaptionTokenizer": "captioning.text",
+    "build_encoder": "captioning.models.encoders",
+    "build_decoder": "captioning.models.decoders",
+    "load_release": "captioning.release",
+    "build_cache": "captioning.cache",
+    "load_features": "captioning.cache",
+    "train": "captioning.training",
+    "Captioner": "captioning.inference",
+    "coco_scores": "captioning.evaluation",
+}
+
+__all__ = sorted(_LAZY) + ["CacheError", "CaptioningError", "ConfigError", "DatasetError",
+                           "ImageError", "ReleaseError", "UnsafeFileError", "__version__"]
+
 
 def __getattr__(name):
-    # The heavier entry points import on first use, so `import captioning` stays quick.
-    lazy = {
-        "CaptionConfig": ("captioning.config", "CaptionConfig"),
-        "read_captions": ("captioning.datasets", "read_captions"),
-        "load_tokenizer": ("captioning.tokenizer", "load_tokenizer"),
-        "CaptionTokenizer": ("captioning.tokenizer", "CaptionTokenizer"),
-        "load_image": ("captioning.images", "load_image"),
-        "build_encoder": ("captioning.encoders", "build_encoder"),
-        "build_decoder": ("captioning.decoders", "build_decoder"),
-        "build_cache": ("captioning.features", "build_cache"),
-        "load_features": ("captioning.features", "load_features"),
-        "train": ("captioning.training", "train"),
-        "load_release": ("captioning.release", "load_release"),
-        "Captioner": ("captioning.captioner", "Captioner"),
-        "coco_scores": ("captioning.evaluation", "coco_scores"),
-        "make_dataset": ("captioning.synthetic", "make_dataset"),
-    }
-    if name == "layers":
-        return _importlib.import_module("captioning.layers")
-    if name in lazy:
-        module, attribute = lazy[name]
-        return getattr(_importlib.import_module(module), attribute)
+    if name in _LAZY:
+        return getattr(_importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'captioning' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

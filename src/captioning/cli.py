@@ -195,7 +195,7 @@ def _check_release_first(args):
     """Refuses a missing or malformed release manifest before anything heavy loads."""
     if args.command == "evaluate" or (args.command == "caption" and not any(
             (args.encoder, args.decoder, args.tokenizer))):
-        from captioning.release import read_manifest
+        from captioning.release.load import read_manifest
 
         read_manifest(args.release)
 
@@ -246,7 +246,7 @@ def _os_error_line(args, error: OSError) -> str:
 
 
 def _synthetic(args) -> int:
-    from captioning.synthetic import make_dataset
+    from captioning.data.synthetic import make_dataset
 
     path = make_dataset(args.out, n_images=args.images, seed=args.seed, format=args.format,
                         image_size=args.image_size, shapes_per_image=args.shapes)
@@ -255,7 +255,7 @@ def _synthetic(args) -> int:
 
 
 def _read_table(args):
-    from captioning.datasets import DEFAULT_SPLIT_FRACTIONS, check_images, read_captions
+    from captioning.data.captions import DEFAULT_SPLIT_FRACTIONS, check_images, read_captions
 
     paths = args.captions if len(args.captions) > 1 else args.captions[0]
     options = {}
@@ -294,7 +294,7 @@ def _positive_int(text: str) -> int:
 
 
 def _cache(args) -> int:
-    from captioning.features import build_cache, merge_caches
+    from captioning.cache.build import build_cache, merge_caches
 
     if args.merge:
         print(merge_caches(args.merge, args.out))
@@ -324,7 +324,7 @@ def _train(args) -> int:
     import pandas as pd
 
     from captioning.config import CaptionConfig
-    from captioning.training import train
+    from captioning.training.train import train
 
     config = CaptionConfig.load(args.config) if args.config else CaptionConfig()
     changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
@@ -340,14 +340,14 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from captioning.evaluation import evaluate_release
+    from captioning.evaluation.metrics import evaluate_release
 
     scores = evaluate_release(args.release, args.cache, split=args.split, beam=args.beam,
                               predictions_path=args.predictions, per_image_path=args.per_image,
                               spice=args.spice)
     Path(args.json).write_text(json.dumps(scores, indent=2) + "\n")
     if args.record:
-        from captioning.release import record_scores
+        from captioning.release.load import record_scores
 
         record_scores(args.release, args.split, scores)
     print(json.dumps(scores))
@@ -355,8 +355,8 @@ def _evaluate(args) -> int:
 
 
 def _caption(args) -> int:
-    from captioning.captioner import Captioner
-    from captioning.images import find_images
+    from captioning.inference.captioner import Captioner
+    from captioning.data.images import find_images
 
     files, errors = find_images(args.paths)
     failed = 0
@@ -371,7 +371,7 @@ def _caption(args) -> int:
     if files:
         progress = _show_progress(args, len(files))
         if all(files_given):
-            from captioning.legacy import caption_with_files
+            from captioning.inference.legacy import caption_with_files
 
             results = caption_with_files(files, args.encoder, args.decoder, args.tokenizer,
                                          beam=max(args.beam, args.top), top=args.top,
@@ -420,7 +420,7 @@ def _print_result(args, image, caption=None, error=None, alternatives=None):
 
 
 def _export(args) -> int:
-    from captioning.release import copy_release, load_release
+    from captioning.release.load import copy_release, load_release
 
     path = copy_release(args.release, args.models_dir, args.tokenizer_dir)
     load_release(path)

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 
 from captioning.errors import ConfigError
-from captioning.tokenizer import DEFAULT_FILTERS
+
+# Keras' Tokenizer default without `<` and `>`, so markers such as `<sos>` survive.
+DEFAULT_FILTERS = '!"#$%&()*+,-./:;=?@[\\]^_`{|}~\t\n'
 
 ENCODERS = ("inception_v3", "vgg16", "resnet50", "mobilenet_v2", "inception_v3_mixed2")
 FEATURES = ("pooled", "grid")

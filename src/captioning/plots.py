@@ -276,7 +276,7 @@ def _pixels(image) -> np.ndarray:
         if array.size and float(np.nanmax(array)) > 1.0:
             array = array / 255.0
         return np.clip(array, 0.0, 1.0)
-    from captioning.images import load_image
+    from captioning.data.images import load_image
 
     return load_image(image)
 

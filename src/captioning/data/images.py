@@ -1,0 +1,368 @@
+"""Reading image files into pixels, the one way the whole toolkit does it.
+
+Feature caching, training from images and prediction all go through
+`load_and_resize`, so a picture reaches the model identically whichever of them
+reads it. Every decoded image is normalised to RGB `uint8` the same way:
+
+* the first frame of an animation (GIF, WebP, APNG) or the first page of a
+  multi-page TIFF is used;
+* the EXIF orientation is applied, so the picture is upright as a viewer shows it;
+* transparency (alpha channels and palette or colour-key transparency) is
+  composited on white;
+* grayscale, 1-bit, palette and CMYK images are converted to RGB;
+* 16-bit grayscale is scaled to 8 bits (65535 becomes 255, 32768 becomes 128)
+  rather than clipped.
+
+Only JPEG (and its MPO variant written by many cameras), PNG, GIF, BMP, WebP and
+TIFF content is decoded, whatever the file is called. Files that cannot be
+decoded (truncated, empty, text or HTML saved under an image name, more pixels
+than `PIL.Image.MAX_IMAGE_PIXELS`, ...) raise `ImageError` with a one-line
+message that names the file.
+"""
+
+import codecs
+import glob
+import os
+import warnings
+
+import numpy as np
+from PIL import Image
+from PIL import ImageOps
+from PIL import UnidentifiedImageError
+
+from captioning.errors import ConfigError
+from captioning.errors import ImageError
+
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+)
+
+_PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+_FORMAT_NAMES = "JPEG, PNG, GIF, BMP, WebP or TIFF"
+_WHITE = (255, 255, 255, 255)
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+_SNIFF_BYTES = 512
+# JPEGs are decoded at a reduced DCT scale only down to this multiple of the
+# target size, so the final antialiased resize still does the real reduction.
+_DRAFT_MARGIN = 2
+
+
+def load_image(path):
+    """Reads an image file as RGB pixels.
+
+    Args:
+        path: Path of the image file (`str` or path-like).
+
+    Returns:
+        A `uint8` NumPy array of shape `(height, width, 3)`, upright according
+        to the file's EXIF orientation.
+
+    Raises:
+        ImageError: If the path is missing or not a file, or the file is not a
+            readable JPEG, PNG, GIF, BMP, WebP or TIFF image.
+    """
+    return _read_rgb(path)
+
+
+def resize_image(pixels, size):
+    """Resizes RGB pixels to the model's input size.
+
+    The whole picture is squashed to the target shape (no cropping, no
+    letterboxing), like `tf.image.resize`, using Pillow's bilinear filter,
+    which is antialiased when shrinking.
+
+    Args:
+        pixels: Array of shape `(height, width, 3)` with values in 0..255,
+            normally the result of `load_image`. Other dtypes than `uint8` are
+            rounded to `uint8` first.
+        size: Target size, an `int` for a square or a `(height, width)` pair.
+
+    Returns:
+        A `float32` NumPy array of shape `(height, width, 3)` with values in
+        0..255.
+
+    Raises:
+        ConfigError: If `size` is not a positive int or a pair of them.
+        ImageError: If `pixels` is not an RGB array with values in 0..255.
+    """
+    height, width = _target_size(size)
+    pixels = _as_rgb_uint8(pixels)
+    image = Image.fromarray(pixels, mode="RGB")
+    resized = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def load_and_resize(path, size):
+    """Reads an image file and resizes it to the model's input size.
+
+    This is what feature caching, training and prediction use. It gives the
+    same result as `resize_image(load_image(path), size)` except for large
+    JPEGs: those are decoded with libjpeg's DCT scaling (Pillow's draft mode)
+    at 1/2, 1/4 or 1/8 of their size, never below twice the target size, which
+    is several times faster. The result differs from a full decode by less
+    than one level on average and a few levels at most (libjpeg's scaled IDCT
+    averages blocks where the full decode keeps every pixel), and is the same
+    on every call.
+
+    Args:
+        path: Path of the image file (`str` or path-like).
+        size: Target size, an `int` for a square or a `(height, width)` pair.
+
+    Returns:
+        A `float32` NumPy array of shape `(height, width, 3)` with values in
+        0..255.
+
+    Raises:
+        ImageError: As `load_image`.
+        ConfigError: If `size` is not a positive int or a pair of them.
+    """
+    height, width = _target_size(size)
+    # Target sides may swap under EXIF rotation, so the draft keeps the longer
+    # one on both axes.
+    side = _DRAFT_MARGIN * max(height, width)
+    return resize_image(_read_rgb(path, draft_size=(side, side)), (height, width))
+
+
+def find_images(paths, *, recursive=False):
+    """Expands files, folders and glob patterns into a list of image files.
+
+    Folders contribute the files whose extension is in `IMAGE_EXTENSIONS`
+    (case-insensitively), skipping hidden entries such as macOS `._*` files.
+    Patterns contribute the matching image files, and the images in matching
+    folders. A `**` in a pattern always matches across folder levels. Files
+    named explicitly are kept whatever their extension, so that `load_image`
+    can report what is wrong with them.
+
+    Args:
+        paths: A path, folder or glob pattern, or a sequence of them.
+        recursive: Whether folders are searched including their subfolders.
+
+    Returns:
+        A tuple `(files, errors)`: `files` is the sorted list of image paths
+        without duplicates; `errors` lists `(path, message)` for every input
+        that is missing, a pattern that matches no image, or a folder without
+        images, in input order.
+    """
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    found = set()
+    errors = []
+    for entry in paths:
+        entry = os.fsdecode(entry)
+        if os.path.isdir(entry):
+            images, error = _list_folder(entry, recursive)
+            if error:
+                errors.append((entry, error))
+        elif os.path.lexists(entry):
+            images = [entry]
+        elif glob.has_magic(entry):
+            images = _expand_pattern(entry, recursive)
+            if not images:
+                errors.append((entry, "pattern matches no image files"))
+        else:
+            errors.append((entry, "no such file or folder"))
+            continue
+        found.update(os.path.normpath(image) for image in images)
+    return sorted(found), errors
+
+
+def _read_rgb(path, draft_size=None):
+    """Decodes `path` to RGB `uint8`, optionally at a reduced JPEG scale."""
+    path = os.fsdecode(path)
+    if not os.path.exists(path):
+        raise ImageError(_one_line(f"{path}: no such file"))
+    if os.path.isdir(path):
+        raise ImageError(_one_line(f"{path}: is a folder, not an image file"))
+    if not os.path.isfile(path):
+        raise ImageError(_one_line(f"{path}: not a regular file"))
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise ImageError(
+            _one_line(f"{path}: cannot be opened ({error.strerror or error})")
+        ) from None
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise _unreadable(path, "empty file")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(handle, formats=_PILLOW_FORMATS) as image:
+                    _check_pixel_limit(image)
+                    if draft_size is not None:
+                        image.draft(image.mode, draft_size)
+                    image.load()
+                    ImageOps.exif_transpose(image, in_place=True)
+                    return _to_rgb(image)
+        except MemoryError:
+            raise  # Not the file's fault: the image fits Pillow's pixel limit.
+        except UnidentifiedImageError:
+            handle.seek(0)
+            reason = _describe_unidentified(handle.read(_SNIFF_BYTES))
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise _unreadable(
+                path,
+                "more pixels than PIL.Image.MAX_IMAGE_PIXELS = "
+                f"{Image.MAX_IMAGE_PIXELS}, a possible decompression bomb",
+                "raise that limit only if the file is trusted",
+            ) from None
+        # Pillow's decoders raise many types on malformed data (OSError,
+        # SyntaxError, EOFError, struct.error, ValueError, IndexError, ...).
+        except Exception as error:
+            reason = _describe_decode_error(error)
+    raise _unreadable(path, reason)
+
+
+def _check_pixel_limit(image):
+    """Refuses images over Pillow's limit without relying on warning filters.
+
+    `warnings.catch_warnings` changes process-wide state and is not
+    thread-safe, so a loader running in several threads could see its filter
+    undone by another; this check holds regardless.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit is not None and width * height > limit:
+        raise Image.DecompressionBombError(f"{width * height} pixels")
+
+
+def _to_rgb(image):
+    """Converts a decoded image of any mode to an RGB `uint8` array."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        levels = np.asarray(image).astype(np.int64)
+        gray = (np.clip(levels, 0, 65535) * 255 + 32767) // 65535
+        key = image.info.get("transparency")
+        if isinstance(key, int) and not isinstance(key, bool):
+            # Colour-key transparency (a PNG tRNS chunk): that exact level is see-through.
+            gray = np.where(levels == key, 255, gray)
+        gray = gray.astype(np.uint8)
+        return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
+    has_alpha = "A" in image.mode or "a" in image.mode
+    if has_alpha or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE)
+        image = Image.alpha_composite(background, rgba)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
+def _describe_unidentified(head):
+    """Says what the first bytes of a file that is no supported image hold."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return f"an HTML page, not a {_FORMAT_NAMES} image"
+    try:
+        decoded = codecs.getincrementaldecoder("utf-8")().decode(head)
+    except UnicodeDecodeError:
+        decoded = None
+    if decoded is not None and all(c.isprintable() or c in "\t\r\n\f" for c in decoded):
+        return f"text, not a {_FORMAT_NAMES} image"
+    return f"not a {_FORMAT_NAMES} image"
+
+
+def _describe_decode_error(error):
+    """Turns a Pillow decoding exception into a short reason."""
+    message = str(error)
+    if isinstance(error, EOFError) or "truncat" in message.lower():
+        return "truncated file"
+    if message:
+        return f"corrupt data: {message}"
+    return f"corrupt data: {type(error).__name__}"
+
+
+def _unreadable(path, reason, advice=None):
+    if advice is None:
+        advice = "re-save it from the original or remove it from the input"
+    return ImageError(
+        _one_line(f"{path}: not a readable image ({reason}); {advice}")
+    )
+
+
+def _one_line(message):
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _target_size(size):
+    """Returns `(height, width)` from an int or a pair of ints."""
+    pair = (size, size) if _is_int(size) else size
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(_is_int(side) and side >= 1 for side in pair)
+    ):
+        raise ConfigError(
+            "Image size must be a positive int or a (height, width) pair of "
+            f"them; got {size!r}"
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _as_rgb_uint8(pixels):
+    """Validates an RGB array and returns it as C-contiguous `uint8`."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or 0 in pixels.shape:
+        raise ImageError(
+            "Image pixels must be an RGB array of shape (height, width, 3); "
+            f"got shape {pixels.shape}"
+        )
+    if pixels.dtype == np.uint8:
+        return np.ascontiguousarray(pixels)
+    if pixels.dtype == np.bool_ or not (
+        np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)
+    ):
+        raise ImageError(f"Image pixels must be numbers; got dtype {pixels.dtype}")
+    if not np.all(np.isfinite(pixels)) or pixels.min() < 0 or pixels.max() > 255:
+        raise ImageError("Image pixel values must lie in 0..255")
+    return np.rint(pixels).astype(np.uint8)
+
+
+def _list_folder(folder, recursive):
+    """Returns `(images, error)` for the image files in `folder`."""
+    images = []
+    skipped_subfolders = False
+    try:
+        for root, subfolders, names in os.walk(folder, onerror=_raise):
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            if not recursive:
+                skipped_subfolders = bool(subfolders)
+                subfolders.clear()
+            images.extend(
+                os.path.join(root, name)
+                for name in names
+                if _is_image_name(name) and os.path.isfile(os.path.join(root, name))
+            )
+    except OSError as error:
+        return [], f"cannot list {error.filename} ({error.strerror or error})"
+    if images:
+        return images, None
+    if skipped_subfolders:
+        return [], "folder has no image files (its subfolders were not searched)"
+    return [], f"folder has no image files ({', '.join(IMAGE_EXTENSIONS)})"
+
+
+def _expand_pattern(pattern, recursive):
+    images = []
+    for match in glob.glob(pattern, recursive=True):
+        if os.path.isdir(match):
+            images.extend(_list_folder(match, recursive)[0])
+        elif _is_image_name(os.path.basename(match)) and os.path.isfile(match):
+            images.append(match)
+    return images
+
+
+def _is_image_name(name):
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _raise(error):
+    raise error

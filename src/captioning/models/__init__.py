@@ -1,0 +1,2 @@
+"""Keras models: encoder specs, registered layers, encoders, decoders and the compiled search."""
+

@@ -1,0 +1,235 @@
+"""Registered custom layers of the exported models.
+
+Every layer here is registered serializable under the package name "captioning", keeps each
+constructor argument as an attribute, builds its weights in `build` and returns every
+argument from `get_config`, so `keras.saving.load_model(..., safe_mode=True)` rebuilds it
+after `import captioning`, without any `Lambda` layer.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from captioning.errors import ConfigError
+
+PREPROCESSING_MODES = ("tf", "caffe", "torch")
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class ImagePreprocessing(layers.Layer):
+    """Turns RGB pixels in 0..255 into what a CNN family was trained on.
+
+    Matches `keras.applications.<family>.preprocess_input` for channels-last float input.
+
+    Args:
+        mode: `"tf"` scales to [-1, 1] (InceptionV3, MobileNet); `"caffe"` flips RGB to BGR
+            and subtracts the ImageNet mean (VGG16, ResNet50); `"torch"` scales to [0, 1] and
+            normalises by the ImageNet mean and standard deviation.
+
+    Example:
+    >>> layer = ImagePreprocessing("tf")
+    >>> float(layer(keras.ops.full((1, 2, 2, 3), 255.0))[0, 0, 0, 0])
+    1.0
+    """
+
+    def __init__(self, mode: str = "tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise ConfigError(f"mode must be one of {PREPROCESSING_MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        # images: (batch, height, width, 3) RGB in 0..255
+        images = ops.cast(images, self.compute_dtype)
+        if self.mode == "tf":
+            return images / 127.5 - 1.0
+        if self.mode == "caffe":
+            bgr = ops.flip(images, axis=-1)
+            return bgr - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+        mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=self.compute_dtype)
+        std = ops.convert_to_tensor(_TORCH_STD, dtype=self.compute_dtype)
+        return (images / 255.0 - mean) / std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"mode": self.mode})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class BahdanauAttention(layers.Layer):
+    """Additive attention of a decoder state over image regions (Show, Attend and Tell).
+
+    `score = v . tanh(W1 features + W2 state)`, softmax over the regions.
+
+    Args:
+        units: size of the attention's hidden layer.
+
+    Call args:
+        inputs: `[features, state]`: `(batch, regions, feature_dim)` and `(batch, units_rnn)`.
+
+    Returns:
+        `(context, weights)`: `(batch, feature_dim)` and `(batch, regions)`.
+    """
+
+    def __init__(self, units: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(units, int) or units < 1:
+            raise ConfigError(f"units must be a positive integer, got {units!r}")
+        self.units = units
+        self.features_dense = layers.Dense(units, name="features_dense")
+        self.state_dense = layers.Dense(units, name="state_dense")
+        self.score_dense = layers.Dense(1, name="score_dense")
+
+    def build(self, input_shape):
+        features_shape, state_shape = input_shape
+        self.features_dense.build(features_shape)
+        self.state_dense.build(state_shape)
+        self.score_dense.build(tuple(features_shape[:-1]) + (self.units,))
+
+    def call(self, inputs):
+        features, state = inputs
+        return self.attend(features, self.features_dense(features), state)
+
+    def attend(self, features, keys, state):
+        """Attention with precomputed `keys = features_dense(features)`, which do not depend
+        on the state: a decoder computes them once per caption, not once per word."""
+        # features: (batch, regions, dim); keys: (batch, regions, units); state: (batch, rnn)
+        hidden = ops.tanh(keys + ops.expand_dims(self.state_dense(state), 1))
+        scores = ops.squeeze(self.score_dense(hidden), -1)  # (batch, regions)
+        weights = ops.softmax(scores, axis=-1)
+        context = ops.sum(features * ops.expand_dims(weights, -1), axis=1)  # (batch, dim)
+        return context, weights
+
+    def compute_output_shape(self, input_shape):
+        features_shape, _ = input_shape
+        return (features_shape[0], features_shape[2]), (features_shape[0], features_shape[1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"units": self.units})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class AttentionRNN(layers.Layer):
+    """A GRU or LSTM cell that attends over image regions at every step.
+
+    At step t the cell's input is `[x_t, context_t]`, where `context_t` is Bahdanau
+    attention over the regions driven by the previous state; the step's output is
+    `[h_t, context_t]`, so the word classifier sees what was looked at. Runs any number of
+    steps: the training model feeds whole sequences, the one-step decoder feeds one.
+
+    Args:
+        cell: `"gru"` or `"lstm"`.
+        units: recurrent units.
+        attention_units: size of the attention's hidden layer.
+        dropout: dropout on the cell's input.
+
+    Call args:
+        inputs: `[sequence, features, *states]`: `(batch, steps, dim)`,
+            `(batch, regions, feature_dim)`, then `h` (and `c` for an LSTM), each
+            `(batch, units)`.
+
+    Returns:
+        `[outputs, attention, *states]`: `(batch, steps, units + feature_dim)`,
+        `(batch, steps, regions)`, and the final states.
+    """
+
+    def __init__(self, cell="gru", units=256, attention_units=256, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if cell not in ("gru", "lstm"):
+            raise ConfigError(f"cell must be 'gru' or 'lstm', got {cell!r}")
+        if not isinstance(units, int) or units < 1:
+            raise ConfigError(f"units must be a positive integer, got {units!r}")
+        self.cell = cell
+        self.units = units
+        self.attention_units = attention_units
+        self.dropout = dropout
+        cell_class = layers.GRUCell if cell == "gru" else layers.LSTMCell
+        self.rnn_cell = cell_class(units, name=f"{cell}_cell")
+        self.attention = BahdanauAttention(attention_units, name="attention")
+        self.input_dropout = layers.Dropout(dropout)
+
+    @property
+    def num_states(self):
+        return 1 if self.cell == "gru" else 2
+
+    def build(self, input_shape):
+        sequence_shape, features_shape = input_shape[0], input_shape[1]
+        self.attention.build([features_shape, (sequence_shape[0], self.units)])
+        self.rnn_cell.build((sequence_shape[0], sequence_shape[-1] + features_shape[-1]))
+
+    def call(self, inputs, training=None):
+        sequence, features, *states = inputs
+        # sequence: (batch, steps, dim); features: (batch, regions, feature_dim)
+        outputs, weights = [], []
+        keys = self.attention.features_dense(features)  # (batch, regions, attention_units)
+        for t in range(sequence.shape[1]):
+            context, attention = self.attention.attend(features, keys, states[0])
+            step_input = ops.concatenate([sequence[:, t, :], context], axis=-1)
+            step_input = self.input_dropout(step_input, training=training)
+            output, states = self.rnn_cell(step_input, states, training=training)
+            states = list(states) if isinstance(states, (list, tuple)) else [states]
+            outputs.append(ops.concatenate([output, context], axis=-1))
+            weights.append(attention)
+        return [ops.stack(outputs, axis=1), ops.stack(weights, axis=1), *states]
+
+    def compute_output_shape(self, input_shape):
+        sequence_shape, features_shape = input_shape[0], input_shape[1]
+        batch, steps = sequence_shape[0], sequence_shape[1]
+        state = (batch, self.units)
+        return [
+            (batch, steps, self.units + features_shape[-1]),
+            (batch, steps, features_shape[1]),
+            *([state] * self.num_states),
+        ]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "cell": self.cell,
+                "units": self.units,
+                "attention_units": self.attention_units,
+                "dropout": self.dropout,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class ZeroState(layers.Layer):
+    """A zero recurrent state `(batch, units)` shaped after its input's batch.
+
+    Used where the image does not set the initial state (`every_step`), so the exported
+    decoder still computes its initial state from the features like every other choice.
+
+    Args:
+        units: size of the state.
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(units, int) or units < 1:
+            raise ConfigError(f"units must be a positive integer, got {units!r}")
+        self.units = units
+
+    def call(self, inputs):
+        # inputs: (batch, ...) -> (batch, units)
+        return ops.zeros((ops.shape(inputs)[0], self.units), dtype=self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"units": self.units})
+        return config

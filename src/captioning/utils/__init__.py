@@ -1,0 +1,1 @@
+"""Small helpers every stage shares: files written atomically, hashes, argument checks."""

@@ -1,0 +1,260 @@
+"""Tests for captioning.decoders: every cell x conditioning trains, the training and
+one-step models share their weights, the one-step model reloads from .hdf5, and running it
+word by word gives exactly the training model's teacher-forcing predictions."""
+
+import keras
+import numpy as np
+import pytest
+
+import captioning.models.layers  # noqa: F401  (registers the custom layers)
+from captioning.config import CELLS, CONDITIONINGS, CaptionConfig
+from captioning.models.decoders import (
+    STEP_OUTPUT_ATTENTION,
+    STEP_OUTPUT_LOG_PROBS,
+    build_decoder,
+    check_features,
+    state_names,
+)
+from captioning.errors import ConfigError
+
+VOCAB = 20
+STEPS = 5  # training model input steps: <start> + 4 words
+DIM = 12
+REGIONS = 6
+COMBOS = [(cell, conditioning) for cell in CELLS for conditioning in CONDITIONINGS]
+IDS = [f"{cell}-{conditioning}" for cell, conditioning in COMBOS]
+
+
+def tiny_config(cell="gru", conditioning="init_state", **changes):
+    settings = dict(cell=cell, conditioning=conditioning, units=8, embedding_dim=8,
+                    attention_units=8, dropout=0.2, max_length=STEPS - 1)
+    settings.update(changes)
+    return CaptionConfig(**settings)
+
+
+def feature_shape(conditioning):
+    return (REGIONS, DIM) if conditioning == "attention" else (DIM,)
+
+
+def random_batch(conditioning, batch=8, seed=0):
+    """Features, teacher-forcing input tokens and targets (padded with 0 at the end)."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(batch, *feature_shape(conditioning))).astype("float32")
+    words = rng.integers(4, VOCAB, size=(batch, STEPS + 1)).astype("int32")
+    words[:, 0] = 2  # <start>
+    for row, length in enumerate(rng.integers(2, STEPS + 1, size=batch)):
+        words[row, length] = 3  # <end>
+        words[row, length + 1:] = 0
+    return features, words[:, :-1], words[:, 1:]
+
+
+def run_step_model(step, features, tokens, names, initial=None):
+    """Runs the one-step model over `tokens (batch, steps)` from its own initial states.
+
+    Returns the log-probs `(batch, steps, vocab)` and the attention (or None)."""
+    outputs = step.output_names
+    batch = features.shape[0]
+    if initial is None:
+        zeros = [np.zeros((batch, step.get_layer(name).batch_shape[-1]), "float32")
+                 for name in names]
+        first = step([features, tokens[:, :1], *zeros], training=False)
+        initial = [keras.ops.convert_to_numpy(first[outputs.index(f"initial_{name}")])
+                   for name in names]
+    states, log_probs, attention = list(initial), [], []
+    for t in range(tokens.shape[1]):
+        result = step([features, tokens[:, t:t + 1], *states], training=False)
+        log_probs.append(keras.ops.convert_to_numpy(result[outputs.index(STEP_OUTPUT_LOG_PROBS)]))
+        states = [keras.ops.convert_to_numpy(result[outputs.index(f"next_{name}")])
+                  for name in names]
+        if STEP_OUTPUT_ATTENTION in outputs:
+            attention.append(keras.ops.convert_to_numpy(
+                result[outputs.index(STEP_OUTPUT_ATTENTION)]))
+    return np.stack(log_probs, 1), (np.stack(attention, 1) if attention else None)
+
+
+def log_softmax(logits):
+    logits = logits - logits.max(-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+
+_TRAINED = {}
+GRAPH_TRAINED = ("lstm", "attention")
+
+
+def trained(cell, conditioning):
+    """A decoder of this kind trained 2 epochs on a tiny random batch (built once)."""
+    key = (cell, conditioning)
+    if key not in _TRAINED:
+        keras.utils.set_random_seed(0)
+        decoder = build_decoder(tiny_config(cell, conditioning), VOCAB,
+                                feature_shape(conditioning), sequence_length=STEPS)
+        features, tokens, targets = random_batch(conditioning)
+        # Eager steps are several times faster for 4 tiny batches than tracing the graph;
+        # one kind is still trained as a compiled graph, as `fit` runs it for users.
+        decoder.training.compile(
+            optimizer=keras.optimizers.Adam(1e-2),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+            run_eagerly=key != GRAPH_TRAINED)
+        before = decoder.training.evaluate([features, tokens], targets, verbose=0)
+        history = decoder.training.fit([features, tokens], targets, batch_size=4, epochs=2,
+                                       shuffle=False, verbose=0)
+        after = decoder.training.evaluate([features, tokens], targets, verbose=0)
+        _TRAINED[key] = decoder, history.history["loss"], before, after
+    return _TRAINED[key]
+
+
+@pytest.mark.parametrize("cell,conditioning", COMBOS, ids=IDS)
+def test_training_reduces_the_loss(cell, conditioning):
+    decoder, losses, before, after = trained(cell, conditioning)
+    assert np.all(np.isfinite(losses))
+    assert losses[1] < losses[0], losses
+    assert after < before, (before, after)
+    # the model's own outputs: logits over the vocabulary at every input step
+    assert tuple(decoder.training.output.shape) == (None, STEPS, VOCAB)
+
+
+@pytest.mark.parametrize("cell,conditioning", COMBOS, ids=IDS)
+def test_step_model_interface(cell, conditioning):
+    decoder = trained(cell, conditioning)[0]
+    names = state_names(cell, 1)
+    assert decoder.state_names == names
+    step = decoder.step
+    assert [t.name for t in step.inputs] == ["features", "token", *names]
+    expected = [STEP_OUTPUT_LOG_PROBS, *[f"next_{n}" for n in names],
+                *[f"initial_{n}" for n in names]]
+    if conditioning == "attention":
+        expected.append(STEP_OUTPUT_ATTENTION)
+    assert step.output_names == expected
+    assert tuple(step.outputs[0].shape) == (None, VOCAB)
+    if conditioning == "attention":
+        assert tuple(step.outputs[-1].shape) == (None, REGIONS)
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in step.layers)
+
+
+@pytest.mark.parametrize("cell,conditioning", COMBOS, ids=IDS)
+def test_teacher_forcing_equals_step_by_step(cell, conditioning):
+    decoder = trained(cell, conditioning)[0]
+    features, tokens, _ = random_batch(conditioning, batch=3, seed=5)
+    logits = keras.ops.convert_to_numpy(decoder.training([features, tokens], training=False))
+    step_log_probs, attention = run_step_model(decoder.step, features, tokens,
+                                               decoder.state_names)
+    np.testing.assert_allclose(step_log_probs, log_softmax(logits), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.exp(step_log_probs).sum(-1), 1.0, atol=1e-4)
+    if conditioning == "attention":
+        assert attention.shape == (3, STEPS, REGIONS)
+        np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell,conditioning", COMBOS, ids=IDS)
+def test_step_model_reloads_from_hdf5(tmp_path, cell, conditioning):
+    decoder = trained(cell, conditioning)[0]
+    path = tmp_path / "Decoder.hdf5"
+    decoder.step.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    assert [t.name for t in loaded.inputs] == [t.name for t in decoder.step.inputs]
+    assert loaded.output_names == decoder.step.output_names
+    features, tokens, _ = random_batch(conditioning, batch=3, seed=7)
+    want, want_attention = run_step_model(decoder.step, features, tokens, decoder.state_names)
+    got, got_attention = run_step_model(loaded, features, tokens, decoder.state_names)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    if conditioning == "attention":
+        np.testing.assert_allclose(got_attention, want_attention, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell,conditioning", COMBOS, ids=IDS)
+def test_training_and_step_models_share_weights(cell, conditioning):
+    decoder = build_decoder(tiny_config(cell, conditioning), VOCAB,
+                            feature_shape(conditioning), sequence_length=STEPS)
+    training_ids = {id(v) for v in decoder.training.weights}
+    step_ids = {id(v) for v in decoder.step.weights}
+    assert training_ids == step_ids
+    assert len(training_ids) == len(decoder.training.weights)
+    features, tokens, _ = random_batch(conditioning, batch=2, seed=3)
+    before, _ = run_step_model(decoder.step, features, tokens[:, :2], decoder.state_names)
+    # change the output layer through the training model: the step model sees it
+    bias = decoder.training.get_layer("logits").bias
+    bias.assign(bias.numpy() + np.arange(VOCAB, dtype="float32"))
+    assert decoder.step.get_layer("logits").bias is bias
+    after, _ = run_step_model(decoder.step, features, tokens[:, :2], decoder.state_names)
+    assert not np.allclose(before, after)
+    full = keras.ops.convert_to_numpy(decoder.training([features, tokens], training=False))
+    np.testing.assert_allclose(after, log_softmax(full)[:, :2], atol=1e-4)
+
+
+def test_check_features_says_which_features_to_make():
+    with pytest.raises(ConfigError, match="--features grid"):
+        check_features(tiny_config(conditioning="attention"), (DIM,))
+    with pytest.raises(ConfigError, match="--features pooled"):
+        check_features(tiny_config(conditioning="init_state"), (REGIONS, DIM))
+    check_features(tiny_config(conditioning="attention"), (REGIONS, DIM))
+    check_features(tiny_config(conditioning="every_step"), (DIM,))
+    with pytest.raises(ConfigError, match="--features grid"):
+        build_decoder(tiny_config(conditioning="attention"), VOCAB, (DIM,))
+    with pytest.raises(ConfigError, match="--features pooled"):
+        build_decoder(tiny_config(conditioning="first_input"), VOCAB, (REGIONS, DIM))
+
+
+def test_bad_vocab_size():
+    with pytest.raises(ConfigError, match="vocab_size"):
+        build_decoder(tiny_config(), 2, (DIM,))
+
+
+@pytest.mark.parametrize("cell,conditioning", [("gru", "attention"), ("lstm", "init_state"),
+                                               ("lstm", "first_input"), ("gru", "every_step")])
+def test_two_layers(cell, conditioning):
+    decoder = build_decoder(tiny_config(cell, conditioning, num_layers=2), VOCAB,
+                            feature_shape(conditioning), sequence_length=STEPS)
+    names = state_names(cell, 2)
+    assert decoder.state_names == names
+    assert len(names) == (2 if cell == "gru" else 4)
+    assert [t.name for t in decoder.step.inputs] == ["features", "token", *names]
+    features, tokens, _ = random_batch(conditioning, batch=2, seed=9)
+    logits = keras.ops.convert_to_numpy(decoder.training([features, tokens], training=False))
+    step_log_probs, _ = run_step_model(decoder.step, features, tokens, names)
+    np.testing.assert_allclose(step_log_probs, log_softmax(logits), rtol=1e-4, atol=1e-4)
+
+
+def test_feature_stats_standardise_the_input():
+    mean = np.full((DIM,), 100.0, "float32")
+    variance = np.full((DIM,), 400.0, "float32")
+    scaled = build_decoder(tiny_config(), VOCAB, (DIM,), sequence_length=STEPS,
+                           feature_stats=(mean, variance))
+    plain = build_decoder(tiny_config(), VOCAB, (DIM,), sequence_length=STEPS)
+    features, tokens, _ = random_batch("init_state", batch=2)
+    # copy every trainable weight so only the normalisation differs
+    for layer in plain.training.layers:
+        if layer.name != "feature_normalization" and layer.weights:
+            scaled.training.get_layer(layer.name).set_weights(layer.get_weights())
+    a = keras.ops.convert_to_numpy(plain.training([features, tokens], training=False))
+    b = keras.ops.convert_to_numpy(scaled.training([features * 20.0 + 100.0, tokens],
+                                                   training=False))
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell,conditioning", COMBOS, ids=IDS)
+def test_every_layer_is_named_the_same_on_every_build(cell, conditioning):
+    def names():
+        decoder = build_decoder(tiny_config(cell, conditioning), VOCAB,
+                                feature_shape(conditioning), sequence_length=STEPS)
+        return ([layer.name for layer in decoder.training.layers],
+                [layer.name for layer in decoder.step.layers])
+
+    first, second = names(), names()
+    assert first == second  # no Keras auto-names such as "reshape_7"
+    for model_names in first:
+        assert len(set(model_names)) == len(model_names)
+
+
+def test_step_model_with_feature_stats_reloads_from_hdf5(tmp_path):
+    rng = np.random.default_rng(0)
+    stats = (rng.normal(size=(REGIONS, DIM)).mean(0).astype("float32"),
+             rng.uniform(0.5, 2.0, size=(DIM,)).astype("float32"))
+    decoder = build_decoder(tiny_config("gru", "attention"), VOCAB, (REGIONS, DIM),
+                            sequence_length=STEPS, feature_stats=stats)
+    path = tmp_path / "Decoder.hdf5"
+    decoder.step.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    features, tokens, _ = random_batch("attention", batch=2, seed=11)
+    want, _ = run_step_model(decoder.step, features, tokens, decoder.state_names)
+    got, _ = run_step_model(loaded, features, tokens, decoder.state_names)
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -1,0 +1,106 @@
+"""Fine-tuning: the second phase trains from images with the top CNN layers unfrozen."""
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from captioning.errors import ConfigError
+from captioning.training.finetune import unfreeze_top
+from captioning.plots import plot_history
+from captioning.release.load import load_release
+from captioning.training.train import train
+from tests.helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from captioning.models.encoders import build_encoder
+
+    return build_encoder("inception_v3_mixed2", "none", 75)
+
+
+def _kernel_layers(backbone):
+    return [layer for layer in backbone.layers
+            if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 6])
+def test_unfreeze_top_unfreezes_n_layers_and_leaves_batchnorm_frozen(encoder, count):
+    chosen = unfreeze_top(encoder, count)
+    backbone = encoder.get_layer("inception_v3_mixed2")
+    assert len(chosen) == count
+    assert chosen == [layer.name for layer in _kernel_layers(backbone)[-count:]]
+    trainable = [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
+    assert trainable == chosen
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+                   for layer in backbone.layers)
+    assert len(encoder.trainable_weights) == sum(len(backbone.get_layer(n).trainable_weights)
+                                                 for n in chosen)
+
+
+def test_unfreeze_more_layers_than_the_cnn_has_is_refused(encoder):
+    available = len(_kernel_layers(encoder.get_layer("inception_v3_mixed2")))
+    assert len(unfreeze_top(encoder, available)) == available
+    with pytest.raises(ConfigError, match=f"fine_tune={available + 1} .* only {available} "):
+        unfreeze_top(encoder, available + 1)
+    with pytest.raises(ConfigError, match="got 0"):
+        unfreeze_top(encoder, 0)
+
+
+def test_a_fine_tuning_checkpoint_after_another_first_phase_epoch_is_stale(tmp_path):
+    import json
+
+    from captioning.training.finetune import history_rows
+
+    folder = tmp_path / "checkpoints" / "fine_tune"
+    folder.mkdir(parents=True)
+    rows = [{"epoch": 3, "phase": "fine_tune", "loss": 1.0}]
+    (folder / "state.json").write_text(json.dumps(
+        {"epoch": 1, "after_epoch": 2, "layers": 4, "history": rows}))
+    assert history_rows(tmp_path, tiny_config(fine_tune=4), 2) == rows
+    assert history_rows(tmp_path, tiny_config(fine_tune=4), 5) == []  # first phase went on
+    assert history_rows(tmp_path, tiny_config(fine_tune=2), 2) == []  # other layers
+
+
+def test_image_batches_with_static_shapes_drop_the_partial_batch(dataset):
+    from captioning.training.finetune import ImageCaptionBatches
+    from captioning.training.train import usable_validation
+
+    names = sorted(p.name for p in (dataset / "images").glob("*.jpg"))[:5]
+    tokens = np.ones((5, 6), np.int32)
+    batches = ImageCaptionBatches(dataset / "images", names, tokens, 2, 75, shuffle=False,
+                                  drop_remainder=True)
+    assert len(batches) == 2
+    (pixels, tokens_in), tokens_out = batches[1]
+    assert pixels.shape == (2, 75, 75, 3) and tokens_in.shape == (2, 5)
+    small = ImageCaptionBatches(dataset / "images", names, tokens, 8, 75, drop_remainder=True)
+    assert len(small) == 0 and usable_validation(small, "fine-tuning") is None
+
+
+@pytest.mark.slow
+def test_fine_tune_trains_from_images_and_exports_the_new_encoder(cache, tmp_path):
+    config = tiny_config(epochs=1, fine_tune=8, fine_tune_epochs=1)
+    result = train(cache, tmp_path / "run", config, progress=False)
+    release = load_release(result.run_dir)
+    before = keras.saving.load_model(cache / "encoder.hdf5", safe_mode=True, compile=False)
+    changed = [
+        layer.name for layer in release.encoder.get_layer("inception_v3_mixed2").layers
+        if layer.weights and not all(
+            np.array_equal(a, b) for a, b in zip(
+                layer.get_weights(),
+                before.get_layer("inception_v3_mixed2").get_layer(layer.name).get_weights()))
+    ]
+    assert changed, "fine-tuning changed no CNN weight"
+    assert set(changed) <= set(unfreeze_top(before, 8))
+    state = (result.run_dir / "checkpoints" / "fine_tune" / "state.json").read_text()
+    assert '"epoch": 1' in state
+    # The fine-tuning epoch is history.csv's last row, numbered after the first phase's.
+    history = pd.read_csv(result.run_dir / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert list(history["phase"]) == ["frozen", "fine_tune"]
+    assert history[["loss", "accuracy", "val_loss", "val_bleu_4"]].notna().all().all()
+    assert history["learning_rate"].iloc[1] == pytest.approx(config.fine_tune_learning_rate)
+    pd.testing.assert_frame_equal(result.history.reset_index(drop=True), history)
+    assert len(plot_history(result.run_dir).axes) == 3  # the notebook's plot reads it
+
