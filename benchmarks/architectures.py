@@ -29,8 +29,8 @@ from pathlib import Path
 
 from captioning.config import CaptionConfig
 from captioning.data.captions import read_captions
-from captioning.evaluation.metrics import evaluate_release
-from captioning.cache.build import build_cache
+from captioning.evaluation import evaluate_release
+from captioning.cache import build_cache
 from captioning.data.synthetic import METADATA_FILE, make_dataset
 from captioning.training.train import train
 

@@ -107,7 +107,7 @@ def _human(n: float) -> str:
 def run_set(count: int, image_size: int, repeats: int, work: Path) -> dict:
     import numpy as np
 
-    from captioning.cache.build import load_features
+    from captioning.cache import load_features
     from captioning.data.synthetic import make_dataset
 
     data = work / f"shapes-{count}x{image_size}"

@@ -58,7 +58,7 @@ CONFIG = {
 def template_cache(work: Path) -> Path:
     """A small real cache made by build_cache: the template of the large ones."""
     from captioning.data.captions import read_captions
-    from captioning.cache.build import build_cache
+    from captioning.cache import build_cache
     from captioning.data.synthetic import make_dataset
 
     data = work / "shapes"
@@ -76,7 +76,7 @@ def write_cache(template: Path, out: Path, n_images: int, seed: int = 0) -> int:
     import numpy as np
     import pandas as pd
 
-    from captioning.cache.build import FeatureCache, images_fingerprint
+    from captioning.cache import FeatureCache, images_fingerprint
 
     manifest = json.loads((template / "manifest.json").read_text())
     pool = pd.read_csv(template.parent / "shapes" / "captions.csv", dtype=str,

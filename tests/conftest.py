@@ -28,7 +28,7 @@ def table(dataset):
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory, dataset, table) -> Path:
     """A finished feature cache of `dataset` (one shard)."""
-    from captioning.cache.build import build_cache
+    from captioning.cache import build_cache
 
     out = tmp_path_factory.mktemp("cache") / "cache"
     return build_cache(table, dataset / "images", out, progress=False, **CACHE_SETTINGS)

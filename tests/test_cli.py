@@ -189,7 +189,7 @@ def test_evaluate_writes_scores_and_predictions(runs, cache, work):
     by_image = {p["image_id"]: p["caption"] for p in predictions}
     assert all(by_image[row.image] == row.caption for row in per_image.itertuples())
     assert {"references", "Bleu_4", "CIDEr"} <= set(per_image.columns)
-    from captioning.evaluation.metrics import spice_unavailable
+    from captioning.evaluation import spice_unavailable
 
     if spice_unavailable() is not None:  # no CoreNLP here: skipped, said once, scores kept
         assert "SPICE" not in scores
@@ -269,7 +269,7 @@ def test_cache_shard_then_merge(dataset, cache, tmp_path, capsys):
     # In this process: two slices, each on its own (as on two machines), then --merge.
     import numpy as np
 
-    from captioning.cache.build import load_features
+    from captioning.cache import load_features
     from tests.helpers import ENCODER, IMAGE_SIZE
 
     base = ["cache", "--format", "csv", "--captions", str(dataset / "captions.csv"),
@@ -279,8 +279,9 @@ def test_cache_shard_then_merge(dataset, cache, tmp_path, capsys):
         assert cli.main(base + ["--out", str(tmp_path / f"slice{index}"),
                                 "--shard", f"{index}/2"]) == 0
         out, err = capsys.readouterr()
-        assert f"Slice {index}/2 done" in out
+        assert f"Slice {index}/2 done" in err  # an INFO line, on stderr
         assert "images/s" in err  # not a terminal: plain progress lines
+        assert out.strip() == str(tmp_path / f"slice{index}")  # stdout: the result only
     merged = tmp_path / "merged"
     assert cli.main(["cache", "--out", str(merged), "--merge", str(tmp_path / "slice0"),
                      str(tmp_path / "slice1")]) == 0
@@ -387,7 +388,7 @@ def test_evaluate_scores_equal_coco_eval_cap_on_the_written_predictions(runs, ca
     from pycocotools.coco import COCO
 
     from captioning.evaluation.metrics import METRIC_KEYS
-    from test_evaluation import _NoSpice
+    from tests.evaluation.test_metrics import _NoSpice
 
     code, _, err = runs["evaluate"].result()
     assert code == 0, err
@@ -437,6 +438,8 @@ def test_caption_progress_bar_rule(monkeypatch, stderr_tty, stdout_tty, json_lin
     monkeypatch.setattr(sys, "stderr", Stream(stderr_tty))
     monkeypatch.setattr(sys, "stdout", Stream(stdout_tty))
     assert cli._show_progress(argparse.Namespace(json=json_lines), count) is bar
+    assert cli._show_progress(argparse.Namespace(json=json_lines, quiet_logs=True),
+                              count) is False  # --quiet: no bar either
 
 
 @pytest.mark.parametrize("flags", [
@@ -449,18 +452,18 @@ def test_beam_top_and_batch_size_must_be_positive(flags, capsys):
         cli.main(flags)
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert flags[-2] in err and "at least 1" in err
+    assert f"argument {flags[-2]}: must be a positive integer, got {flags[-1]}" in err
 
 
 def test_train_records_the_cache_encoder_and_the_decoding_flags(cache, tmp_path, capsys):
-    from captioning.cache.build import FeatureCache
+    from captioning.cache import FeatureCache
 
     run_dir = tmp_path / "run"
     args = ["train", "--cache", str(cache), "--out", str(run_dir), "--epochs", "1", "--units",
             "8", "--embedding-dim", "4", "--max-length", "12", "--quiet", "--val-images", "3",
             "--max-decode-length", "7", "--attention-units", "16"]
     assert cli.main(args) == 0, capsys.readouterr().err
-    assert "on 3 images" in capsys.readouterr().out  # --val-images
+    assert "on 3 images" in capsys.readouterr().err  # --val-images, in the INFO lines
     config = json.loads((run_dir / "manifest.json").read_text())["config"]
     assert (config["val_images"], config["max_decode_length"], config["attention_units"]) == (
         3, 7, 16)
@@ -480,3 +483,138 @@ def test_train_config_contradicting_the_cache_is_refused(cache, tmp_path, capsys
     err = capsys.readouterr().err
     assert "image_size is 99 in the config but 75 in the cache" in err
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# train's flags come from CaptionConfig's fields; --quiet; the INFO lines on stderr.
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _changed_config():
+    """A config with every setting away from its default (and still valid)."""
+    import dataclasses
+
+    from captioning.config import CaptionConfig
+
+    defaults = CaptionConfig()
+    values = {}
+    for field in dataclasses.fields(CaptionConfig):
+        value = getattr(defaults, field.name)
+        if "choices" in field.metadata:
+            values[field.name] = next(c for c in field.metadata["choices"] if c != value)
+        elif isinstance(value, bool):
+            values[field.name] = not value
+        elif value is None:
+            values[field.name] = 64
+        elif isinstance(value, int):
+            values[field.name] = value + 3
+        elif isinstance(value, float):
+            values[field.name] = value / 2 if value else 0.25
+        else:
+            values[field.name] = value + "x"
+    values["filters"] = "!?"  # a string of characters, such as a user gives
+    config = CaptionConfig(**values)
+    assert all(getattr(config, name) != getattr(defaults, name) for name in values)
+    return config
+
+
+def test_every_config_field_has_a_train_flag():
+    import dataclasses
+
+    config = _changed_config()
+    argv = ["train", "--cache", "c", "--out", "o"]
+    for name, value in dataclasses.asdict(config).items():
+        if isinstance(value, bool):
+            argv.append(_flag(name) if value else "--no-" + _flag(name)[2:])
+        else:
+            argv += [_flag(name), str(value)]
+    assert cli._train_config(cli._parser().parse_args(argv)) == config
+
+
+def test_train_flags_not_given_keep_the_config_file(tmp_path):
+    from captioning.config import CaptionConfig
+
+    path = tmp_path / "config.json"
+    CaptionConfig(units=32, lower=False, clipnorm=None, oov_token="<oov>").save(path)
+    base = ["train", "--cache", "c", "--out", "o", "--config", str(path)]
+    assert cli._train_config(cli._parser().parse_args(base)) == CaptionConfig.load(path)
+    changed = cli._train_config(cli._parser().parse_args(
+        base + ["--units", "8", "--lower", "--clipnorm", "2.5", "--num-words", "none",
+                "--remove-articles", "--scst-baseline", "greedy"]))
+    assert (changed.units, changed.lower, changed.clipnorm, changed.num_words,
+            changed.remove_articles, changed.scst_baseline, changed.oov_token) == (
+        8, True, 2.5, None, True, "greedy", "<oov>")
+
+
+@pytest.mark.parametrize("flags, shown", [
+    (["--units", "many"], "argument --units: must be an integer, got 'many'"),
+    (["--dropout", "lots"], "argument --dropout: must be a number, got 'lots'"),
+    (["--image-size", "big"], "argument --image-size: must be an integer or none, got 'big'"),
+    (["--cell", "rnn"], "argument --cell: invalid choice: 'rnn'"),
+])
+def test_a_train_flag_of_the_wrong_type_is_a_usage_error(flags, shown, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["train", "--cache", "c", "--out", "o", *flags])
+    assert caught.value.code == 2
+    assert shown in capsys.readouterr().err
+
+
+def test_a_train_setting_out_of_range_is_one_line(tmp_path, capsys):
+    code = cli.main(["train", "--cache", str(tmp_path), "--out", str(tmp_path / "run"),
+                     "--units", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: units must be a positive integer, got 0\n"
+
+
+def test_train_help_lists_every_setting_with_its_default(capsys):
+    import dataclasses
+
+    from captioning.config import CaptionConfig
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(CaptionConfig):
+        assert _flag(field.name) in text, field.name
+    assert "--no-lower" in text and "--oov-token TEXT" in text
+    assert "words per caption, markers excluded (default 30)" in text
+
+
+@pytest.fixture
+def unsplit(dataset, tmp_path):
+    """A CSV without splits of three of `dataset`'s images, and those images."""
+    from tests.helpers import read_table
+
+    table = read_table(dataset)
+    table = table[table["image"].isin(sorted(set(table["image"]))[:3])].drop(columns="split")
+    path = tmp_path / "captions.csv"
+    table.to_csv(path, index=False)
+    return ["cache", "--format", "csv", "--captions", str(path), "--images",
+            str(dataset / "images"), "--out", str(tmp_path / "cache")]
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_info_lines_on_stderr_and_quiet_keeps_the_warnings(unsplit, quiet, monkeypatch,
+                                                           capsys):
+    # Stops after the captions are read and checked: the encoder is not the point here.
+    import logging
+
+    import captioning.cache
+
+    def stop(table, *args, **kwargs):
+        raise captioning.errors.CacheError("stopped here")
+
+    monkeypatch.setattr(captioning.cache, "build_cache", stop)
+    monkeypatch.setattr(cli, "_import_tensorflow_quietly", lambda: None)
+    assert cli.main(["--quiet"] * quiet + unsplit) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("WARNING: ") and "gives no train/val/test split" in lines[0]
+    info = [line for line in lines if line.startswith("All 3 images listed in ")]
+    assert len(info) == (0 if quiet else 1)
+    assert lines[-1] == "error: stopped here"
+    assert len(lines) == (2 if quiet else 3)
+    # The CLI leaves the logging it found: nothing of it shows after `main` returns.
+    assert not logging.getLogger("captioning").handlers

@@ -114,6 +114,22 @@ def test_notebook_cells_only_call_the_package(name):
         assert len(cell.source.splitlines()) <= 40
 
 
+def test_01_gets_the_real_datasets_from_the_package():
+    # The download registry and its logic live in `captioning.data.downloads`.
+    source = "\n".join(cell.source for cell in _read("01_cache_features").cells
+                       if cell.cell_type == "code")
+    assert "download_dataset(" in source
+    urls = re.findall(r"https?://\S+", source)
+    assert all(url.startswith("https://github.com/your-github-user/") for url in urls), urls
+    assert "unpack_archive" not in source and "get_file" not in source
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_shows_the_package_log_lines(name):
+    source = "\n".join(cell.source for cell in _read(name).cells if cell.cell_type == "code")
+    assert "show_logs()" in source
+
+
 # ----------------------------------------------------------------------- end to end runs
 
 def _execute(name, parameters, workdir: Path, *, extra="", stop_after=None):
@@ -226,28 +242,27 @@ def test_03_predict_runs(workdir, trained):
     assert len(_outputs(nb, "image/png")) == 1 + 2
 
 
-# The real datasets' branch of 01, offline: `keras.utils.get_file` is replaced (in the kernel)
-# by a copy of small archives laid out like the real ones, so the notebook's download, unpack
-# and file finding run for real up to the captions table.
+# The real datasets' branch of 01, offline: in the kernel, a local HTTP server serves small
+# archives laid out like the real ones and the registry's URLs point at it, so the notebook's
+# download, unpack and file finding (`download_dataset`) run for real up to the captions table.
 ARCHIVES = {"flickr8k": ["Flickr8k_Dataset.zip", "Flickr8k_text.zip"],
             "coco": ["train2014.zip", "val2014.zip", "caption_datasets.zip"]}
 
-_FAKE_GET_FILE = """
-import shutil as _shutil
-from pathlib import Path as _Path
+_LOCAL_SERVER = """
+import dataclasses as _dataclasses
+import functools as _functools
+import http.server as _http
+import threading as _threading
 
-import keras as _keras
+from captioning.data import downloads as _downloads
 
-
-def _fake_get_file(fname=None, origin=None, cache_subdir="datasets", **options):
-    assert origin.startswith(("http://", "https://")) and not options, (origin, options)
-    print("fetched", origin)
-    target = _Path(cache_subdir) / origin.rsplit("/", 1)[-1]
-    _shutil.copyfile(_Path(ARCHIVES_DIR) / target.name, target)
-    return str(target)
-
-
-_keras.utils.get_file = _fake_get_file
+_server = _http.ThreadingHTTPServer(("127.0.0.1", 0), _functools.partial(
+    _http.SimpleHTTPRequestHandler, directory=ARCHIVES_DIR))
+_threading.Thread(target=_server.serve_forever, daemon=True).start()
+_base = f"http://127.0.0.1:{_server.server_address[1]}/"
+for _name, _spec in list(_downloads.DOWNLOADS.items()):
+    _downloads.DOWNLOADS[_name] = _dataclasses.replace(_spec, archives=tuple(
+        _dataclasses.replace(a, url=_base + a.file_name) for a in _spec.archives))
 """
 
 
@@ -298,11 +313,12 @@ def test_01_downloads_and_reads_real_datasets(dataset, tmp_path):
     data = tmp_path / "data"
     parameters = {"DATASET": dataset, "DATA_DIR": str(data), "CACHE_DIR": str(tmp_path / "c"),
                   "ARCHIVES_DIR": str(tmp_path / "archives")}
-    nb = _execute("01_cache_features", parameters, tmp_path, extra=_FAKE_GET_FILE,
+    nb = _execute("01_cache_features", parameters, tmp_path, extra=_LOCAL_SERVER,
                   stop_after="read_captions(")
     text = _text(nb)
-    # Every archive was fetched once, unpacked into DATA_DIR, and removed.
-    fetched = re.findall(r"fetched (\S+)", text)
+    # Every archive was fetched once (the package's INFO lines, shown), unpacked into
+    # DATA_DIR, and removed.
+    fetched = re.findall(r"^Downloading (\S+) into ", text, re.M)
     assert sorted(url.rsplit("/", 1)[-1] for url in fetched) == sorted(ARCHIVES[dataset])
     assert not list(data.glob("*.zip"))
     assert f"{n_images} images with {5 * n_images} captions; 0 listed images are missing" in text

@@ -30,12 +30,17 @@ def test_the_whole_cli_pipeline(tmp_path, fmt):
                       "--image-size", 64))
     assert out.strip() == str(data / MAIN_FILE[fmt])
 
-    out = _ok(run_cli("cache", "--format", fmt, "--captions", data / MAIN_FILE[fmt],
-                      "--images", data / "images", "--out", cache, "--encoder", ENCODER,
-                      "--weights", "none", "--image-size", IMAGE_SIZE))
-    assert out.strip().splitlines()[-1] == str(cache)
+    cache_args = ("cache", "--format", fmt, "--captions", data / MAIN_FILE[fmt], "--images",
+                  data / "images", "--out", cache, "--encoder", ENCODER, "--weights", "none",
+                  "--image-size", IMAGE_SIZE)
+    outcome = run_cli(*cache_args)
+    out, err = _ok(outcome), outcome[2]
+    assert out.strip().splitlines() == [str(cache)]  # stdout: the result
+    assert "images/s" in err  # stderr: the package's INFO lines
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["complete"] and manifest["n_images"] == 40 and manifest["n_failed"] == 0
+    outcome = run_cli("--quiet", *cache_args)  # done already: an INFO line says so
+    assert _ok(outcome).strip() == str(cache) and "already complete" not in outcome[2]
 
     out = _ok(run_cli("train", "--cache", cache, "--out", run, "--epochs", 2, "--units", 16,
                       "--embedding-dim", 8, "--batch-size", 16, "--max-length", 12, "--quiet"))

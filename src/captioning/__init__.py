@@ -28,7 +28,7 @@ __version__ = "0.2.0"
 _LAZY = {
     "CaptionConfig": "captioning.config",
     "read_captions": "captioning.data.captions",
-    "assign_splits": "captioning.data.captions",
+    "assign_splits": "captioning.data.splits",
     "load_image": "captioning.data.images",
     "make_dataset": "captioning.data.synthetic",
     "load_tokenizer": "captioning.text",

@@ -1,13 +1,16 @@
 """`python -m captioning <command>`: the pipeline from a shell.
 
-Commands: `synthetic`, `cache`, `train`, `evaluate`, `caption`, `export`. A mistake the user
-can fix (bad path, bad image, bad file, mismatched release) prints one line and exits 2
-(`caption` exits 1 when only some images failed); nothing prints a traceback for those.
+Commands: `synthetic`, `cache`, `train`, `evaluate`, `caption`, `export`. Results go to
+stdout; progress, INFO lines and warnings to stderr (`-q` before the command keeps warnings
+only). A mistake the user can fix (bad path, bad image, bad file, mismatched release) prints
+one line and exits 2 (`caption` exits 1 when only some images failed); nothing prints a
+traceback for those. `train`'s flags are made from `CaptionConfig`'s fields, one each.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -15,6 +18,7 @@ import sys
 from pathlib import Path
 
 from captioning.errors import CaptioningError, ConfigError
+from captioning.utils.flags import add_field_flags, int_at_least
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -31,92 +35,62 @@ def _quiet_backends():
 
 
 def _parser() -> argparse.ArgumentParser:
-    from captioning.config import CELLS, CONDITIONINGS, ENCODERS
+    from captioning.config import CAPTION_FORMATS, DTYPES, SYNTHETIC_FORMATS, CaptionConfig
 
     parser = argparse.ArgumentParser(prog="python -m captioning",
                                      description="Image captioning on TensorFlow/Keras 3.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("-v", "--verbose", action="store_true",
+                       help="log more: debug lines, and TensorFlow's start-up lines")
+    shown.add_argument("-q", "--quiet", dest="quiet_logs", action="store_true",
+                       help="show warnings and errors only, not the progress and info lines")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("synthetic", help="write the synthetic shapes dataset")
     p.add_argument("--out", required=True, help="folder to write images/ and captions into")
-    p.add_argument("--images", type=_positive_int, default=2000, help="number of images")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--format", choices=("csv", "flickr8k", "coco"), default="csv")
-    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--images", type=int_at_least(1), default=2000, help="number of images")
+    p.add_argument("--seed", type=int_at_least(0), default=7)
+    p.add_argument("--format", choices=SYNTHETIC_FORMATS, default="csv")
+    p.add_argument("--image-size", type=int_at_least(32), default=128)
     p.add_argument("--shapes", type=int, default=1, choices=(1, 2, 3),
                    help="shapes per image; 2 or 3 name relative positions (for attention)")
 
     p = commands.add_parser("cache", help="run the encoder over every image once")
-    p.add_argument("--format", choices=("csv", "flickr8k", "coco", "karpathy"))
+    p.add_argument("--format", choices=CAPTION_FORMATS)
     p.add_argument("--captions", nargs="+", help="captions file(s) (several COCO files at once)")
     p.add_argument("--images", help="folder holding the images")
     p.add_argument("--out", required=True, help="cache folder")
-    p.add_argument("--encoder", choices=ENCODERS, default="inception_v3")
-    p.add_argument("--weights", default="imagenet",
-                   help="imagenet (downloaded), none (random), or a local .h5 weights file")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--features", choices=("pooled", "grid"), default="pooled")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    add_field_flags(p, CaptionConfig, ("encoder", "weights", "image_size", "features"),
+                    defaults_kept=True)
+    p.add_argument("--dtype", choices=DTYPES, default="float16",
+                   help="dtype of the cached features (default float16)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=32)
     p.add_argument("--strict", action="store_true",
                    help="stop when an image listed in the captions is missing or unreadable")
     p.add_argument("--no-restval", action="store_true",
                    help="karpathy: keep restval apart instead of folding it into train")
-    p.add_argument("--shard-size", type=_positive_int, help="images per shard file (default ~256 MiB)")
+    p.add_argument("--shard-size", type=int_at_least(1),
+                   help="images per shard file (default ~256 MiB)")
     p.add_argument("--shard", metavar="I/N", type=_shard_arg,
                    help="compute only slice I of N (another machine or session); then --merge")
-    p.add_argument("--workers", type=_positive_int, default=None,
+    p.add_argument("--workers", type=int_at_least(1), default=None,
                    help="threads decoding images (default: the CPU count, at most 8)")
     p.add_argument("--merge", nargs="+", metavar="SLICE",
                    help="join finished slice folders into the --out cache")
 
-    p = commands.add_parser("train", help="train a decoder on a cache and write a release")
+    p = commands.add_parser("train", help="train a decoder on a cache and write a release",
+                            usage="%(prog)s --cache CACHE --out OUT [--config CONFIG] "
+                            "[--images IMAGES] [--quiet] [setting flags, see --help]")
     p.add_argument("--cache", required=True)
     p.add_argument("--out", required=True, help="run folder (resumed if it holds this run)")
-    p.add_argument("--config", help="a JSON file of CaptionConfig settings")
-    p.add_argument("--epochs", type=int,
-                   help="first-phase epochs; raising it on a resumed run trains on (the "
-                   "cosine schedule keeps its first length, the added epochs at its final rate)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--cell", choices=CELLS)
-    p.add_argument("--conditioning", choices=CONDITIONINGS)
-    p.add_argument("--units", type=int)
-    p.add_argument("--embedding-dim", type=int)
-    p.add_argument("--attention-units", type=int, help="Bahdanau attention size (attention)")
-    p.add_argument("--num-layers", type=int)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--lr-schedule", choices=("constant", "cosine"))
-    p.add_argument("--clipnorm", type=float)
-    p.add_argument("--early-stopping", type=int,
-                   help="patience in epochs on val_bleu_4 (val_loss, or the training loss, "
-                   "when there is no validation split)")
-    p.add_argument("--val-images", type=int,
-                   help="validation images greedy-decoded each epoch for val_bleu_4")
-    p.add_argument("--max-length", type=int, help="words per caption")
-    p.add_argument("--max-decode-length", type=int, help="words generated at most")
-    p.add_argument("--min-count", type=int)
-    p.add_argument("--remove-articles", action="store_true", default=None)
-    p.add_argument("--filters", help="characters removed from the captions (default: Keras' "
-                   "punctuation filter without < and >); '' keeps every character")
-    p.add_argument("--no-lower", dest="lower", action="store_false", default=None,
-                   help="keep the captions' upper-case letters")
-    p.add_argument("--long-captions", choices=("drop", "truncate"),
-                   help="captions longer than --max-length: leave them out, or keep their "
-                   "first words (default truncate)")
-    p.add_argument("--num-words", type=int, help="cap on the vocabulary size (word ids)")
-    p.add_argument("--start-token")
-    p.add_argument("--end-token")
-    p.add_argument("--strategy", choices=("auto", "none", "mirrored", "tpu"),
-                   help="tf.distribute strategy (default none)")
-    p.add_argument("--fine-tune", type=int, metavar="N",
-                   help="then train from images with the top N CNN layers unfrozen")
-    p.add_argument("--fine-tune-epochs", type=int)
-    p.add_argument("--fine-tune-learning-rate", type=float)
+    p.add_argument("--config", help="a JSON file of CaptionConfig settings; the flags below "
+                   "change some of them")
     p.add_argument("--images", help="images folder for --fine-tune (default: the cache's)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch")
+    group = p.add_argument_group(
+        "settings", "CaptionConfig's fields, each as a flag; the encoder's are the cache's "
+        "(a value that contradicts the cache is refused)")
+    add_field_flags(group, CaptionConfig)
 
     p = commands.add_parser("evaluate", help="COCO metrics of a release on a cached split")
     p.add_argument("--release", required=True)
@@ -125,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", required=True, help="file to write the scores to")
     p.add_argument("--predictions", help="write the captions as COCO results JSON")
     p.add_argument("--per-image", help="write each image's caption and references as CSV")
-    p.add_argument("--beam", type=_positive_int, default=1, help="beam width (1: greedy)")
+    p.add_argument("--beam", type=int_at_least(1), default=1, help="beam width (1: greedy)")
     spice = p.add_mutually_exclusive_group()
     spice.add_argument("--spice", dest="spice", action="store_true", default=True,
                        help="SPICE when it can run (the default; needs Stanford CoreNLP)")
@@ -138,10 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--release", help="run folder or manifest.json; default: the shipped demo")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--beam", type=_positive_int, default=1, help="beam width (1: greedy)")
-    p.add_argument("--top", type=_positive_int, default=1,
+    p.add_argument("--beam", type=int_at_least(1), default=1, help="beam width (1: greedy)")
+    p.add_argument("--top", type=int_at_least(1), default=1,
                    help="print the K best beams with scores (beam search of width >= K)")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=int_at_least(1), default=32)
     p.add_argument("--encoder", help="an Encoder.hdf5 (with --decoder and --tokenizer): this "
                    "project's files or the earlier Keras project's (needs tf-keras)")
     p.add_argument("--decoder", help="a Decoder.hdf5 (with --encoder and --tokenizer)")
@@ -163,21 +137,26 @@ _OUTPUT_FLAGS = ("out", "json", "predictions", "per_image", "models_dir", "token
 def main(argv=None) -> int:
     """Runs the CLI; returns the exit code.
 
-    The arguments and the release manifest are checked before TensorFlow is imported, so a
-    mistake there fails at once, on one line. A user error (`CaptioningError`, or an
+    The package's progress and INFO lines go to stderr (`-q` keeps warnings and errors only,
+    `-v` adds debug lines); results go to stdout. The arguments and the release manifest are
+    checked before TensorFlow is imported, so a mistake there fails at once, on one line. A
+    user error (`CaptioningError`, or an
     `OSError` on a named file such as an output folder that cannot be made) prints one line
     and returns 2; anything else is a bug and keeps its traceback.
     """
+    from captioning.utils.logs import show_logs
+
     _quiet_backends()
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s: %(message)s")
+                        format="%(levelname)s: %(message)s")  # other libraries' lines
     try:
-        _check_release_first(args)
-        if args.command in _TF_COMMANDS and not args.verbose:
-            _import_tensorflow_quietly()
-        return COMMANDS[args.command](args)
+        with show_logs(logging.DEBUG if args.verbose else logging.INFO, quiet=args.quiet_logs):
+            _check_release_first(args)
+            if args.command in _TF_COMMANDS and not args.verbose:
+                _import_tensorflow_quietly()
+            return COMMANDS[args.command](args)
     except CaptioningError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_ERROR
@@ -195,7 +174,7 @@ def _check_release_first(args):
     """Refuses a missing or malformed release manifest before anything heavy loads."""
     if args.command == "evaluate" or (args.command == "caption" and not any(
             (args.encoder, args.decoder, args.tokenizer))):
-        from captioning.release.load import read_manifest
+        from captioning.release.manifest import read_manifest
 
         read_manifest(args.release)
 
@@ -255,7 +234,9 @@ def _synthetic(args) -> int:
 
 
 def _read_table(args):
-    from captioning.data.captions import DEFAULT_SPLIT_FRACTIONS, check_images, read_captions
+    from captioning.data.captions import read_captions
+    from captioning.data.splits import DEFAULT_SPLIT_FRACTIONS
+    from captioning.data.table import check_images
 
     paths = args.captions if len(args.captions) > 1 else args.captions[0]
     options = {}
@@ -283,18 +264,8 @@ def _shard_arg(text: str) -> tuple:
     return index, count
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _cache(args) -> int:
-    from captioning.cache.build import build_cache, merge_caches
+    from captioning.cache import build_cache, merge_caches
 
     if args.merge:
         print(merge_caches(args.merge, args.out))
@@ -307,29 +278,27 @@ def _cache(args) -> int:
                       image_size=args.image_size, features=args.features, dtype=args.dtype,
                       batch_size=args.batch_size, shard_size=args.shard_size,
                       workers=args.workers, shard=args.shard, strict=args.strict,
-                      progress="bar" if sys.stderr.isatty() else "log")
+                      progress=_cache_progress(args))
     print(out)
     return EXIT_OK
 
 
-_TRAIN_FLAGS = ("epochs", "batch_size", "seed", "cell", "conditioning", "units", "embedding_dim",
-                "attention_units", "num_layers", "dropout", "learning_rate", "lr_schedule",
-                "clipnorm", "early_stopping", "val_images", "max_length", "max_decode_length",
-                "min_count", "remove_articles", "start_token", "end_token", "strategy",
-                "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate", "filters", "lower",
-                "long_captions", "num_words")
+def _train_config(args):
+    """The `--config` file's settings (else the defaults) with the flags given changing them."""
+    from captioning.config import CaptionConfig
+
+    config = CaptionConfig.load(args.config) if args.config else CaptionConfig()
+    names = [field.name for field in dataclasses.fields(CaptionConfig)]
+    return config.replace(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
 def _train(args) -> int:
     import pandas as pd
 
-    from captioning.config import CaptionConfig
     from captioning.training.train import train
 
-    config = CaptionConfig.load(args.config) if args.config else CaptionConfig()
-    changes = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
-    config = config.replace(**changes)
-    result = train(args.cache, args.out, config, progress=not args.quiet,
+    config = _train_config(args)
+    result = train(args.cache, args.out, config, progress=not (args.quiet or args.quiet_logs),
                    dataset=str(Path(args.cache).resolve().name), images_dir=args.images)
     row = result.history[result.history["epoch"] == result.best_epoch].iloc[0]
     scores = ", ".join(f"{name} {row[name]:.4f}" for name in ("val_loss", "val_bleu_4")
@@ -340,14 +309,14 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from captioning.evaluation.metrics import evaluate_release
+    from captioning.evaluation import evaluate_release
 
     scores = evaluate_release(args.release, args.cache, split=args.split, beam=args.beam,
                               predictions_path=args.predictions, per_image_path=args.per_image,
                               spice=args.spice)
     Path(args.json).write_text(json.dumps(scores, indent=2) + "\n")
     if args.record:
-        from captioning.release.load import record_scores
+        from captioning.release.manifest import record_scores
 
         record_scores(args.release, args.split, scores)
     print(json.dumps(scores))
@@ -393,11 +362,20 @@ def _caption(args) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def _cache_progress(args):
+    """A bar on a terminal, else INFO lines; nothing with `--quiet`."""
+    if args.quiet_logs:
+        return False
+    return "bar" if sys.stderr.isatty() else "log"
+
+
 def _show_progress(args, count: int) -> bool:
-    """A progress bar on stderr: for more than one image, when stderr is a terminal, and
-    not when `--json` lines go to a file or a pipe (another program reads them)."""
+    """A progress bar on stderr: for more than one image, when stderr is a terminal, not
+    with `--quiet`, and not when `--json` lines go to a file or a pipe (another program reads
+    them)."""
     piped_json = args.json and not sys.stdout.isatty()
-    return sys.stderr.isatty() and count > 1 and not piped_json
+    quiet = getattr(args, "quiet_logs", False)
+    return sys.stderr.isatty() and count > 1 and not piped_json and not quiet
 
 
 def _print_result(args, image, caption=None, error=None, alternatives=None):
@@ -420,7 +398,7 @@ def _print_result(args, image, caption=None, error=None, alternatives=None):
 
 
 def _export(args) -> int:
-    from captioning.release.load import copy_release, load_release
+    from captioning.release import copy_release, load_release
 
     path = copy_release(args.release, args.models_dir, args.tokenizer_dir)
     load_release(path)

@@ -3,6 +3,10 @@
 The config travels as JSON: into the cache manifest (the encoder part), into the run folder
 (so a resumed run can check it is the same run) and into the release manifest (so prediction
 uses the text settings and decoder shapes that training used).
+
+The enumerations of the allowed values live here, once: the config checks against them, and
+the CLI offers them as `choices`. Each field's `metadata` holds its `help` text (and its
+`choices`), from which `python -m captioning train` makes its flags.
 """
 
 from __future__ import annotations
@@ -12,6 +16,15 @@ import json
 from pathlib import Path
 
 from captioning.errors import ConfigError
+from captioning.utils.checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    is_int,
+    is_number,
+)
+from captioning.utils.files import atomic_write_text
 
 # Keras' Tokenizer default without `<` and `>`, so markers such as `<sos>` survive.
 DEFAULT_FILTERS = '!"#$%&()*+,-./:;=?@[\\]^_`{|}~\t\n'
@@ -21,6 +34,18 @@ FEATURES = ("pooled", "grid")
 CELLS = ("gru", "lstm")
 CONDITIONINGS = ("init_state", "first_input", "every_step", "attention")
 LR_SCHEDULES = ("constant", "cosine")
+DTYPES = ("float16", "float32")
+LONG_CAPTION_POLICIES = ("truncate", "drop")
+STRATEGIES = ("auto", "none", "mirrored", "tpu")
+SCST_BASELINES = ("mean", "greedy")
+CAPTION_FORMATS = ("coco", "flickr8k", "karpathy", "csv")  # what `read_captions` reads
+SYNTHETIC_FORMATS = ("csv", "flickr8k", "coco")  # what `make_dataset` writes
+
+
+def _setting(default, help: str, choices: tuple | None = None):
+    """A field with its help text (and its allowed values) in `metadata`."""
+    metadata = {"help": help} if choices is None else {"help": help, "choices": choices}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass
@@ -33,103 +58,121 @@ class CaptionConfig:
     True
     """
 
-    # --- encoder (recorded in the feature cache) ---
-    encoder: str = "inception_v3"  # CNN family, one of ENCODERS
-    weights: str = "imagenet"  # "imagenet", "none" (random) or a local .h5 weights file
-    image_size: int | None = None  # input side in pixels; None takes the family's own
-    features: str = "pooled"  # "pooled": one vector per image; "grid": H*W regions
-    feature_dtype: str = "float16"  # dtype of the cached features
+    # --- encoder (recorded in the feature cache; training takes the cache's) ---
+    encoder: str = _setting("inception_v3", "CNN family", ENCODERS)
+    weights: str = _setting("imagenet", "imagenet (downloaded), none (random), or a local .h5 "
+                            "weights file")
+    image_size: int | None = _setting(None, "encoder input side in pixels; none: the "
+                                      "family's own")
+    features: str = _setting("pooled", "pooled: one vector per image; grid: one per image "
+                             "region (for attention)", FEATURES)
+    feature_dtype: str = _setting("float16", "dtype of the cached features", DTYPES)
 
     # --- text (recorded in the tokenizer) ---
-    lower: bool = True
-    filters: str = DEFAULT_FILTERS  # characters replaced by spaces (Keras' default but < and >)
-    remove_articles: bool = False  # drop a/an/the, as one earlier Keras project did
-    start_token: str = "<start>"
-    end_token: str = "<end>"
-    oov_token: str = "<unk>"
-    max_length: int = 30  # words per caption, markers excluded
-    long_captions: str = "truncate"  # "truncate" or "drop" captions over max_length
-    min_count: int = 1  # words seen fewer times become oov_token
-    num_words: int | None = None  # cap on the vocabulary size (ids), None for no cap
+    lower: bool = _setting(True, "lower-case the captions (--no-lower keeps their "
+                           "upper-case letters)")
+    filters: str = _setting(DEFAULT_FILTERS, "characters removed from the captions (default: "
+                            "Keras' punctuation filter without < and >); '' keeps every "
+                            "character")
+    remove_articles: bool = _setting(False, "drop a/an/the, as one earlier Keras project did")
+    start_token: str = _setting("<start>", "the marker put before every caption")
+    end_token: str = _setting("<end>", "the marker put after every caption")
+    oov_token: str = _setting("<unk>", "the word that stands for words out of the vocabulary")
+    max_length: int = _setting(30, "words per caption, markers excluded")
+    long_captions: str = _setting("truncate", "captions longer than --max-length: keep their "
+                                  "first words, or leave them out", LONG_CAPTION_POLICIES)
+    min_count: int = _setting(1, "words seen fewer times become the oov token")
+    num_words: int | None = _setting(None, "cap on the vocabulary size (word ids); none: no "
+                                     "cap")
 
     # --- decoder ---
-    cell: str = "gru"  # "gru" or "lstm"
-    conditioning: str = "init_state"  # how the image enters, one of CONDITIONINGS
-    units: int = 256  # recurrent units per layer
-    embedding_dim: int = 128  # word embedding size
-    attention_units: int = 256  # Bahdanau attention size (attention only)
-    num_layers: int = 1  # stacked recurrent layers
-    dropout: float = 0.1  # dropout on embeddings and recurrent outputs
+    cell: str = _setting("gru", "recurrent cell", CELLS)
+    conditioning: str = _setting("init_state", "how the image enters the decoder",
+                                 CONDITIONINGS)
+    units: int = _setting(256, "recurrent units per layer")
+    embedding_dim: int = _setting(128, "word embedding size")
+    attention_units: int = _setting(256, "Bahdanau attention size (attention only)")
+    num_layers: int = _setting(1, "stacked recurrent layers")
+    dropout: float = _setting(0.1, "dropout on embeddings and recurrent outputs, in [0, 1)")
 
     # --- training ---
-    epochs: int = 12
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    lr_schedule: str = "cosine"  # "constant" or "cosine" decay over all epochs
-    clipnorm: float | None = 5.0  # gradient clipping by global norm; None for none
-    seed: int = 0
-    early_stopping: int = 0  # patience in epochs on val_bleu_4; 0 disables
-    val_images: int = 200  # validation images decoded each epoch for val_bleu_4
-    strategy: str = "none"  # tf.distribute: "auto", "none", "mirrored" or "tpu"
+    epochs: int = _setting(12, "first-phase epochs; raising it on a resumed run trains on "
+                           "(the cosine schedule keeps its first length, the added epochs at "
+                           "its final rate)")
+    batch_size: int = _setting(64, "captions per step")
+    learning_rate: float = _setting(2e-3, "first-phase learning rate")
+    lr_schedule: str = _setting("cosine", "constant, or cosine decay over all epochs",
+                                LR_SCHEDULES)
+    clipnorm: float | None = _setting(5.0, "gradient clipping by global norm; 0 or none: no "
+                                      "clipping")
+    seed: int = _setting(0, "seed of the weights and of the order of the captions")
+    early_stopping: int = _setting(0, "patience in epochs on val_bleu_4 (val_loss, or the "
+                                   "training loss, when there is no validation split); 0 "
+                                   "trains every epoch")
+    label_smoothing: float = _setting(0.0, "spread this much of each target's mass over the "
+                                      "vocabulary, in [0, 1)")
+    scheduled_sampling: float = _setting(0.0, "final chance of feeding the model its own "
+                                         "previous word, in [0, 1)")
+    val_images: int = _setting(200, "validation images greedy-decoded each epoch for "
+                               "val_bleu_4")
+    strategy: str = _setting("none", "tf.distribute strategy", STRATEGIES)
 
     # --- fine-tuning: a second phase from images, the top CNN layers unfrozen ---
-    fine_tune: int = 0  # how many top CNN layers to unfreeze; 0 skips the phase
-    fine_tune_epochs: int = 2
-    fine_tune_learning_rate: float = 1e-4
+    fine_tune: int = _setting(0, "then train from images with the top N CNN layers unfrozen; "
+                              "0 skips the phase")
+    fine_tune_epochs: int = _setting(2, "epochs of the fine-tuning phase")
+    fine_tune_learning_rate: float = _setting(1e-4, "learning rate of the fine-tuning phase")
+
+    # --- self-critical sequence training (SCST): a last phase that maximises CIDEr-D ---
+    scst_epochs: int = _setting(0, "epochs of SCST after cross-entropy (and fine-tuning); 0 "
+                                "skips it")
+    scst_samples: int = _setting(5, "captions sampled per image each SCST step, at least 2")
+    scst_baseline: str = _setting("mean", "SCST baseline: the mean of the other samples' "
+                                  "rewards, or the greedy caption's (Rennie et al.)",
+                                  SCST_BASELINES)
+    scst_learning_rate: float = _setting(5e-5, "learning rate of the SCST phase")
 
     # --- decoding ---
-    max_decode_length: int = 30  # words generated at most
-    beam: int = 1  # 1 is greedy
-    length_penalty: float = 0.7  # beam scores are divided by length ** length_penalty
+    max_decode_length: int = _setting(30, "words generated at most")
+    beam: int = _setting(1, "beam width (1: greedy)")
+    length_penalty: float = _setting(0.7, "beam scores are divided by length ** "
+                                     "length_penalty")
+    block_ngram_repeat: int = _setting(0, "no n-gram of this size twice in a caption; 0 "
+                                       "allows repeats")
 
     def __post_init__(self):
-        _choice("encoder", self.encoder, ENCODERS)
-        _choice("features", self.features, FEATURES)
-        _choice("feature_dtype", self.feature_dtype, ("float16", "float32"))
-        _choice("long_captions", self.long_captions, ("truncate", "drop"))
-        _choice("cell", self.cell, CELLS)
-        _choice("conditioning", self.conditioning, CONDITIONINGS)
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("strategy", self.strategy, ("auto", "none", "mirrored", "tpu"))
-        if not _is_int(self.fine_tune) or self.fine_tune < 0:
-            raise ConfigError(f"fine_tune must be an integer >= 0, got {self.fine_tune!r}")
-        if not _is_number(self.fine_tune_learning_rate) or self.fine_tune_learning_rate <= 0:
-            raise ConfigError("fine_tune_learning_rate must be positive, got "
-                              f"{self.fine_tune_learning_rate!r}")
+        for field in dataclasses.fields(self):
+            if "choices" in field.metadata:
+                check_choice(field.name, getattr(self, field.name), field.metadata["choices"])
         for name in ("units", "embedding_dim", "attention_units", "num_layers", "epochs",
                      "batch_size", "max_length", "min_count", "max_decode_length", "beam",
                      "val_images", "fine_tune_epochs"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name), 1)
+        for name in ("fine_tune", "early_stopping", "scst_epochs", "block_ngram_repeat"):
+            check_int(name, getattr(self, name), 0)
+        check_int("scst_samples", self.scst_samples, 2)
+        check_int("seed", self.seed)
         # A config read from a hand-edited JSON file can hold any JSON value: wrong types are
         # refused here as ConfigErrors rather than failing later with a TypeError.
-        if self.image_size is not None and (not _is_int(self.image_size)
-                                            or self.image_size < 32):
-            raise ConfigError(f"image_size must be an integer of at least 32 pixels or None, "
-                              f"got {self.image_size!r}")
-        if self.num_words is not None and (not _is_int(self.num_words) or self.num_words < 4):
-            raise ConfigError(f"num_words must be an integer >= 4 or None, got {self.num_words!r}")
-        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not _is_number(self.learning_rate) or self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        if self.clipnorm is not None and (not _is_number(self.clipnorm) or self.clipnorm < 0):
-            raise ConfigError(f"clipnorm must be >= 0 or None (0 or None: no clipping), got "
-                              f"{self.clipnorm!r}")
-        if not _is_number(self.length_penalty):
-            raise ConfigError(f"length_penalty must be a number, got {self.length_penalty!r}")
-        if not _is_int(self.early_stopping) or self.early_stopping < 0:
-            raise ConfigError(f"early_stopping must be an integer >= 0, got "
-                              f"{self.early_stopping!r}")
-        if not _is_int(self.seed):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        check_int("image_size", self.image_size, 32, allow_none=True)
+        check_int("num_words", self.num_words, 4, allow_none=True)
+        for name in ("learning_rate", "fine_tune_learning_rate", "scst_learning_rate"):
+            check_number(name, getattr(self, name), 0, exclusive_minimum=True)
+        for name in ("dropout", "label_smoothing", "scheduled_sampling"):
+            check_number(name, getattr(self, name), 0.0, 1.0, exclusive_maximum=True)
+        check_number("clipnorm", self.clipnorm, 0, allow_none=True)
+        check_number("length_penalty", self.length_penalty)
         if not isinstance(self.filters, str):
             raise ConfigError(f"filters must be a string of the characters to remove, got "
                               f"{self.filters!r}")
-        for name in ("lower", "remove_articles"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        check_bool("lower", self.lower)
+        check_bool("remove_articles", self.remove_articles)
+        for field in dataclasses.fields(self):  # NumPy scalars would not go into JSON
+            value = getattr(self, field.name)
+            if is_int(value):
+                setattr(self, field.name, int(value))
+            elif is_number(value):
+                setattr(self, field.name, float(value))
 
     @property
     def wants_grid(self) -> bool:
@@ -144,10 +187,12 @@ class CaptionConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """The settings as a dict of plain JSON values."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "CaptionConfig":
+        """The config of a dict of settings (missing ones take their defaults)."""
         if not isinstance(values, dict):
             raise ConfigError(f"a config must be a JSON object of settings, got "
                               f"{type(values).__name__}")
@@ -158,10 +203,12 @@ class CaptionConfig:
         return cls(**values)
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Writes the settings to `path` as JSON."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", error=ConfigError)
 
     @classmethod
     def load(cls, path) -> "CaptionConfig":
+        """Reads a config saved by `save` (or written by hand); the file is named in errors."""
         try:
             values = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as error:
@@ -170,16 +217,3 @@ class CaptionConfig:
             return cls.from_dict(values)
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _choice(name, value, choices):
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")

@@ -33,3 +33,8 @@ class CacheError(CaptioningError):
 class ReleaseError(CaptioningError):
     """A release (Encoder.hdf5, Decoder.hdf5, tokenizer.pickle, manifest.json) is
     missing, tampered with, or its files do not fit together."""
+
+
+class MetricsError(CaptioningError):
+    """The caption metrics cannot run: Java is missing, or a Java scorer (the PTB tokenizer,
+    METEOR) failed."""

@@ -2,4 +2,4 @@
 
 from captioning.utils.deprecation import moved
 
-__getattr__ = moved(__name__, ('captioning.training.finetune',))
+__getattr__ = moved(__name__, ('captioning.training.finetune', 'captioning.training.batches'))

@@ -1,4 +1,5 @@
-"""Tests for `captioning.datasets`."""
+"""Tests for `read_captions` and the format readers (`captioning.data.captions`, `coco`,
+`flickr`, `karpathy`, `csv_file`, `sources`)."""
 
 import json
 import logging
@@ -9,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from captioning.data.captions import COLUMNS, FORMATS, check_images, read_captions
+from captioning.data.captions import FORMATS, read_captions
+from captioning.data.table import COLUMNS, check_images
 from captioning.errors import CaptioningError, ConfigError, DatasetError
 
 FLICKR8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "flickr8k"
@@ -460,74 +462,6 @@ def test_unknown_format_and_options(tmp_path):
         read_captions([path], "csv")
 
 
-# check_images.
-
-
-@pytest.fixture
-def table():
-    return pd.DataFrame(
-        {
-            "image": ["a.jpg", "a.jpg", "b.jpg", "sub/c.jpg", "d.jpg", "d.jpg", "../e.jpg"],
-            "caption": ["A 1", "A 2", "B", "C", "D 1", "D 2", "E"],
-            "split": ["train"] * 7,
-        }
-    )
-
-
-def test_check_images_skips_missing(tmp_path, table, caplog):
-    images = tmp_path / "images"
-    (images / "sub").mkdir(parents=True)
-    for name in ("a.jpg", "sub/c.jpg"):
-        (images / name).touch()
-    (tmp_path / "e.jpg").touch()
-    (images / "b.jpg").mkdir()
-    with caplog.at_level(logging.WARNING, logger="captioning"):
-        kept, missing = check_images(table, images)
-    assert missing == ["../e.jpg", "b.jpg", "d.jpg"]
-    assert rows(kept) == [("a.jpg", "A 1", "train"), ("a.jpg", "A 2", "train"),
-                          ("sub/c.jpg", "C", "train")]
-    assert list(kept.index) == [0, 1, 2]
-    [record] = caplog.records
-    assert record.name == "captioning"
-    assert record.getMessage() == (
-        f"3 of 5 images listed in the captions table are missing under {images}; "
-        "their 4 captions are skipped (--strict, or strict=True in Python, stops instead)."
-    )
-
-
-def test_check_images_all_present(tmp_path, table):
-    for name in ("a.jpg", "b.jpg", "d.jpg"):
-        (tmp_path / name).touch()
-    kept, missing = check_images(table.iloc[[0, 1, 2, 4, 5]], tmp_path, strict=True)
-    assert missing == []
-    assert kept["caption"].tolist() == ["A 1", "A 2", "B", "D 1", "D 2"]
-
-
-def test_check_images_strict_raises(tmp_path, table):
-    (tmp_path / "a.jpg").touch()
-    with pytest.raises(DatasetError) as caught:
-        check_images(table, tmp_path, strict=True)
-    message = str(caught.value)
-    assert message.startswith("4 of 5 images listed in the captions table are missing under")
-    assert str(tmp_path) in message
-    assert "../e.jpg, b.jpg, d.jpg, sub/c.jpg" in message
-    # Worded for the CLI and for Python alike.
-    assert "drop --strict" in message and "strict=False" in message
-
-
-def test_check_images_names_source_and_folder(tmp_path):
-    path = write(tmp_path / "c.csv", "image,caption\na.jpg,A .\n")
-    with pytest.raises(DatasetError, match=r"c\.csv are missing under"):
-        check_images(read_captions(path, "csv"), tmp_path, strict=True)
-    with pytest.raises(DatasetError, match="Images folder not found"):
-        check_images(read_captions(path, "csv"), tmp_path / "images")
-
-
-def test_check_images_needs_an_image_column(tmp_path):
-    with pytest.raises(ConfigError, match=r"'image'.*\['name', 'caption'\]"):
-        check_images(pd.DataFrame({"name": ["a.jpg"], "caption": ["A"]}), tmp_path)
-
-
 # COCO's folders: train2014/, val2014/ under one root, or the images folder itself.
 
 
@@ -587,112 +521,3 @@ def test_cli_cache_reads_coco_2014_files_under_one_root(tmp_path):
     table = cli._read_table(args)
     assert sorted(table["image"].str.split("/").str[0].unique()) == ["train2014", "val2014"]
     assert len(table) == 3
-
-
-# Splits for sources without any.
-
-
-def _unsplit_csv(path, n_images, captions_per_image=2):
-    lines = ["image,caption"] + [f"img_{i:03d}.jpg,Caption {c} of picture {i} ."
-                                 for i in range(n_images) for c in range(captions_per_image)]
-    return write(path, "\n".join(lines) + "\n")
-
-
-def test_assign_splits_by_image_80_10_10_and_stable(tmp_path):
-    from captioning.data.captions import assign_splits
-
-    table = read_captions(_unsplit_csv(tmp_path / "c.csv", 50), "csv")
-    assert set(table["split"]) == {""}
-    split = assign_splits(table)
-    by_image = split.groupby("image")["split"].agg(set)
-    assert by_image.map(len).eq(1).all()  # every caption of an image in one split
-    counts = by_image.map(lambda s: next(iter(s))).value_counts().to_dict()
-    assert counts == {"train": 40, "val": 5, "test": 5}
-    assert split.attrs["splits_assigned"]["images"] == counts
-    assert split["caption"].tolist() == table["caption"].tolist()  # rows kept in order
-    # The same names give the same splits whatever the row order, not so another seed.
-    shuffled = assign_splits(table.sample(frac=1, random_state=3))
-    assert shuffled.set_index("caption")["split"].to_dict() == \
-        split.set_index("caption")["split"].to_dict()
-    assert not assign_splits(table, seed=1)["split"].equals(split["split"])
-
-
-def test_assign_splits_does_not_depend_on_the_process(tmp_path):
-    # Python's hash() of a str changes with every process; the split must not.
-    import subprocess
-    import sys
-
-    from captioning.data.captions import assign_splits
-
-    path = _unsplit_csv(tmp_path / "c.csv", 20)
-    code = ("import sys, json; from captioning.data.captions import assign_splits, read_captions; "
-            "t = assign_splits(read_captions(sys.argv[1], 'csv')); "
-            "print(json.dumps(t['split'].tolist()))")
-    outputs = {
-        subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                       check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
-        for seed in ("1", "2")
-    }
-    assert len(outputs) == 1
-    assert json.loads(outputs.pop()) == assign_splits(read_captions(path, "csv"))["split"].tolist()
-
-
-def test_assign_splits_keeps_existing_splits(tmp_path):
-    from captioning.data.captions import assign_splits
-
-    table = pd.DataFrame({"image": ["a.jpg", "a.jpg", "b.jpg", "c.jpg", "d.jpg"],
-                          "caption": list("12345"),
-                          "split": ["val", "", "", "", "test"]})
-    filled = assign_splits(table, fractions=(1.0, 0.0, 0.0))
-    assert filled["split"].tolist() == ["val", "val", "train", "train", "test"]
-    assert table["split"].tolist() == ["val", "", "", "", "test"]  # the input is untouched
-
-
-@pytest.mark.parametrize("fractions", [(0.8, 0.1), (0.8, 0.3, 0.1), (1.2, -0.1, -0.1),
-                                       "0.8,0.1,0.1", (0.8, 0.1, None)])
-def test_assign_splits_refuses_bad_fractions(fractions):
-    from captioning.data.captions import assign_splits
-
-    table = pd.DataFrame({"image": ["a.jpg"], "caption": ["A"], "split": [""]})
-    with pytest.raises(ConfigError, match="add up to 1") as caught:
-        assign_splits(table, fractions)
-    assert repr(fractions) in str(caught.value)
-
-
-def test_read_captions_assigns_splits_only_when_there_are_none(tmp_path, caplog):
-    path = _unsplit_csv(tmp_path / "c.csv", 10)
-    with caplog.at_level(logging.WARNING, logger="captioning"):
-        table = read_captions(path, "csv", split_fractions=(0.8, 0.1, 0.1))
-    assert table.drop_duplicates("image")["split"].value_counts().to_dict() == {
-        "train": 8, "val": 1, "test": 1}
-    [record] = caplog.records
-    assert str(path) in record.getMessage()
-    assert "train 8, val 1, test 1" in record.getMessage()
-    split = write(tmp_path / "s.csv", "image,caption,split\na.jpg,A .,test\nb.jpg,B .,\n")
-    assert read_captions(split, "csv", split_fractions=(0.8, 0.1, 0.1))[
-        "split"].tolist() == ["test", ""]
-    assert set(read_captions(path, "csv")["split"]) == {""}  # not asked: left empty
-
-
-def test_cli_cache_of_a_csv_without_splits_has_train_val_test(tmp_path, dataset, capsys):
-    # `cache --format csv` on an image,caption CSV: the cached table can be trained.
-    from captioning import cli
-    from tests.helpers import CACHE_SETTINGS, read_table
-
-    table = read_table(dataset).drop(columns="split")
-    csv_path = tmp_path / "captions.csv"
-    table.to_csv(csv_path, index=False)
-    args = ["cache", "--format", "csv", "--captions", str(csv_path), "--images",
-            str(dataset / "images"), "--encoder", CACHE_SETTINGS["encoder"], "--weights",
-            "none", "--image-size", str(CACHE_SETTINGS["image_size"])]
-    assert cli.main(args + ["--out", str(tmp_path / "cache")]) == 0
-    cached = pd.read_csv(tmp_path / "cache" / "captions.csv", keep_default_na=False)
-    per_image = cached.drop_duplicates("image")["split"].value_counts().to_dict()
-    n = table["image"].nunique()
-    assert per_image == {"train": round(0.8 * n), "val": round(0.1 * n),
-                         "test": n - round(0.8 * n) - round(0.1 * n)}
-    assert cached.groupby("image")["split"].nunique().eq(1).all()
-    # Another run of the command splits the same way.
-    again = cli._read_table(cli._parser().parse_args(args + ["--out", str(tmp_path / "x")]))
-    assert dict(zip(again["image"], again["split"])) == dict(zip(cached["image"],
-                                                                 cached["split"]))

@@ -1,13 +1,16 @@
-"""Tests for `captioning.captioner.Captioner` on the tiny trained run."""
+"""Tests for captioning.inference.captioner: the one captioner loop (`caption_images`) with a
+stand-in model, and `Captioner` on the tiny trained run."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
 
-from captioning.inference.captioner import Caption, Captioner
-from captioning.errors import ConfigError
 from captioning.data.images import load_image
+from captioning.errors import ConfigError
+from captioning.inference.captioner import Caption, CaptionModel, Captioner, caption_images
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +100,7 @@ def test_top_must_not_exceed_beam(captioner, image_paths):
 def test_caption_features_matches_caption(captioner, greedy, cache, image_paths):
     from pathlib import Path
 
-    from captioning.cache.build import FeatureCache
+    from captioning.cache import FeatureCache
 
     reader = FeatureCache(cache)
     names = [Path(path).name for path in image_paths]
@@ -175,41 +178,66 @@ def test_words_and_attention_rows_come_from_the_same_ids(captioner, image_paths,
     assert captioner.words(ids, 5) == (result.words, [0, 2, 3])
 
 
-def test_download_image_names_files_by_the_whole_url(tmp_path):
-    from PIL import Image
-
-    from captioning.inference.captioner import download_image
-    from captioning.errors import ImageError
-
-    first, second = tmp_path / "a" / "image.jpg", tmp_path / "b" / "image.jpg"
-    for path, color in ((first, (255, 0, 0)), (second, (0, 0, 255))):
-        path.parent.mkdir()
-        Image.new("RGB", (8, 8), color).save(path)
-    cache = tmp_path / "cache"
-    got = [download_image(path.as_uri(), cache) for path in (first, second)]
-    assert got[0] != got[1] and got[0].suffix == got[1].suffix == ".jpg"
-    assert [p.read_bytes() for p in got] == [first.read_bytes(), second.read_bytes()]
-    red, blue = (load_image(path)[0, 0].astype(int) for path in got)
-    assert red[0] > 200 > red[2] and blue[2] > 200 > blue[0]  # not the first image again
-    assert download_image(first.as_uri(), cache) == got[0]  # cached
-    with pytest.raises(ImageError, match="missing.jpg"):
-        download_image((tmp_path / "missing.jpg").as_uri(), cache)
+# ---------------------------------------------------------------------------------------------
+# The loop, with a stand-in model: no Keras, no release.
 
 
-def test_download_image_of_a_url_ending_in_a_slash(tmp_path, monkeypatch):
-    import keras
+class GreyLevel:
+    """A `CaptionModel` whose caption is an image's mean grey level; it records its batches."""
 
-    from captioning.inference.captioner import download_image
+    image_size = 8
+    max_beam = None
 
-    served = {"https://example.com/cat/": b"cat", "https://example.com/dog/": b"dog"}
+    def __init__(self, fail_on=None):
+        self.batches, self.fail_on = [], fail_on
 
-    def get_file(fname, origin, cache_dir, cache_subdir, force_download):
-        target = tmp_path / cache_subdir / fname
-        target.parent.mkdir(exist_ok=True)
-        target.write_bytes(served[origin])
-        return str(target)
+    def encode(self, pixels):
+        self.batches.append(pixels.shape)
+        if self.fail_on is not None and len(self.batches) == self.fail_on:
+            raise RuntimeError("the encoder failed")
+        return pixels.reshape(len(pixels), -1).mean(axis=1)
 
-    monkeypatch.setattr(keras.utils, "get_file", get_file)
-    cat, dog = (download_image(url) for url in served)
-    assert cat != dog and cat.suffix == "" and dog.suffix == ""
-    assert (cat.read_bytes(), dog.read_bytes()) == (b"cat", b"dog")
+    def captions(self, features, beam=1, top=1):
+        return [Caption(image="", caption=f"grey {value:.0f}", score=-float(beam),
+                        alternatives=[(f"grey {value:.0f}", -float(k)) for k in range(top)])
+                for value in features]
+
+
+def loop_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("caption-images")]
+
+
+def test_the_loop_batches_keeps_order_and_reports_bad_images(bad_image):
+    model = GreyLevel()
+    assert isinstance(model, CaptionModel)
+    levels = [10, 20, None, 30, 40, 50, 60]
+    images = [str(bad_image) if level is None else np.full((5, 7, 3), level, np.uint8)
+              for level in levels]
+    results = caption_images(model, images, beam=3, top=2, batch_size=2, workers=2)
+    assert [r.caption for r in results] == [
+        None if level is None else f"grey {level}" for level in levels]
+    assert [r.image for r in results] == ["<array>"] * 2 + [str(bad_image)] + ["<array>"] * 4
+    assert not results[2].ok and bad_image.name in results[2].error
+    assert [len(r.alternatives) for r in results if r.ok] == [2] * 6
+    # batches of 2 positions; the bad image leaves its batch one short, at the input size
+    assert model.batches == [(2, 8, 8, 3), (1, 8, 8, 3), (2, 8, 8, 3), (1, 8, 8, 3)]
+    assert not loop_threads()
+
+
+def test_the_loop_shuts_its_threads_down_when_the_model_fails():
+    images = [np.full((4, 4, 3), level, np.uint8) for level in range(9)]
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        caption_images(GreyLevel(fail_on=2), images, batch_size=2)
+    assert not loop_threads()
+
+
+def test_the_loop_checks_its_settings_before_reading_images():
+    greedy = GreyLevel()
+    greedy.max_beam = 1
+    with pytest.raises(ConfigError, match="beam must be at most 1"):
+        caption_images(greedy, ["never_read.jpg"], beam=2)
+    for settings, name in (({"top": 3, "beam": 2}, "top"), ({"batch_size": 0}, "batch_size"),
+                           ({"workers": 0}, "workers")):
+        with pytest.raises(ConfigError, match=name):
+            caption_images(GreyLevel(), ["never_read.jpg"], **settings)
+    assert caption_images(GreyLevel(), []) == []

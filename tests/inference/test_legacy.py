@@ -1,246 +1,46 @@
-"""Tests for captioning.legacy: the earlier Keras project's release files, read safely.
+"""Tests for captioning.inference.legacy: captioning with the earlier Keras project's release
+files as its notebook did, through the one captioner loop, and `caption_with_files` for both
+kinds of release.
 
-The fixtures rebuild that project's `Encoder.hdf5` / `Decoder.hdf5` contract in miniature with
-tf-keras (a nested CNN `Model` -> Dense -> Flatten; `[encodings, h, c, token] -> [softmax, h,
-c]` with `tf.expand_dims` and `tf.nn.softmax` on Keras tensors), saved both as TF 2.4+ writes
-it (`TFOpLambda` layers) and as TF 2.2 wrote the real release (`TensorFlowOpLayer` layers, a
-`Model` class, keras_version 2.3.0-tf), next to the real `tokenizer.pickle` of that release.
+The files are rebuilt in miniature by `tests.release.legacy_files`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.errors import CaptioningError, ConfigError, ReleaseError, UnsafeFileError
+from tests.release.legacy_files import (
+    ENCODING,
+    SEED_VOCAB,
+    SIZE,
+    chain_decoder,
+    chain_release,
+    legacy_decoder,
+    make_files,
+    save,
+    tf_keras,
+)
 from captioning.data.images import load_and_resize
+from captioning.errors import CaptioningError, ConfigError, ReleaseError, UnsafeFileError
+from captioning.inference import CaptionModel, caption_images
 from captioning.inference.legacy import (
     TF_KERAS_MISSING,
     LegacyCaptioner,
     caption_with_files,
-    check_legacy_model,
     is_legacy_model,
     preprocess_input,
 )
-from captioning.text.tokenizer import CaptionTokenizer, load_tokenizer
-
-tf_keras = pytest.importorskip("tf_keras")
-tf = pytest.importorskip("tensorflow")
-
-SEED_TOKENIZER = (Path(__file__).resolve().parents[3] / "shared" / "data" / "seed_release"
-                  / "without_attention" / "tokenizer.pickle")
-SIZE = 32  # the tiny encoder's input side (the real one: 299)
-ENCODING = 7 * 7 * 4  # what the tiny encoder gives per image
-SEED_VOCAB = 10001  # the real decoder's output layer: num_words + 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Building files in the earlier project's format.
-
-
-def legacy_encoder(size=SIZE):
-    """Input -> a nested CNN `Model` named inception_v3 -> Dense(relu) -> Flatten."""
-    layers = tf_keras.layers
-    inner = layers.Input((size, size, 3))
-    x = layers.Conv2D(8, 3, strides=2, name="conv2d")(inner)
-    x = layers.BatchNormalization(name="batch_normalization")(x)
-    x = layers.Activation("relu", name="activation")(x)
-    x = layers.MaxPooling2D(name="max_pooling2d")(x)
-    cnn = tf_keras.Model(inner, x, name="inception_v3")
-    cnn.trainable = False
-    image = layers.Input((size, size, 3), name="input_5")
-    encodings = layers.Dense(4, activation="relu", name="dense")(cnn(image))
-    encodings = layers.Flatten(name="flatten_1")(encodings)
-    return tf_keras.Model(image, encodings, name="model_1")
-
-
-def legacy_decoder(vocab, units, embedding, encoding=ENCODING, extra=None):
-    """The notebook's prediction decoder, line for line (`extra` wraps the softmax)."""
-    layers = tf_keras.layers
-    encodings_input = layers.Input(shape=(encoding,), name="input_10")
-    teacher_forcing = layers.Input(shape=(1,), name="input_11")
-    initial_h = layers.Input(shape=(units,), name="input_12")
-    initial_c = layers.Input(shape=(units,), name="input_13")
-    embedds = layers.Embedding(vocab, embedding, mask_zero=True, name="embedding")(
-        teacher_forcing)
-    lstm_in = layers.Concatenate(name="concatenate_2")(
-        [tf.expand_dims(encodings_input, 1), embedds])
-    lstm_out, h, c = layers.LSTM(units, return_sequences=True, return_state=True, name="lstm")(
-        lstm_in, initial_state=[initial_h, initial_c])
-    out = tf.nn.softmax(layers.Dense(vocab, name="output_layer")(lstm_out))
-    if extra is not None:
-        out = extra(out)
-    return tf_keras.Model([encodings_input, initial_h, initial_c, teacher_forcing], [out, h, c],
-                          name="model_2")
-
-
-def randomize(model, seed, scale=0.5):
-    """Sets every weight from a local generator (no global seed is touched)."""
-    rng = np.random.default_rng(seed)
-    model.set_weights([
-        rng.uniform(0.5, 1.5, w.shape) if "moving_variance" in v.name
-        else rng.normal(0.0, scale, w.shape)
-        for v, w in zip(model.weights, model.get_weights())])
-    return model
-
-
-def save(model, path) -> Path:
-    model.save(path)
-    return Path(path)
-
-
-def as_tf22(path: Path) -> Path:
-    """Rewrites a tf-keras .hdf5 model as TF 2.2 saved it: `TensorFlowOpLayer` for each
-    `TFOpLambda`, `Model` for `Functional`, no `module` keys, keras_version 2.3.0-tf."""
-    with h5py.File(path, "r+") as file:
-        config = json.loads(file.attrs["model_config"])
-        rename = {}
-
-        def strip(value):
-            if isinstance(value, dict):
-                value.pop("module", None)
-                value.pop("registered_name", None)
-                if value.get("class_name") == "Functional":
-                    value["class_name"] = "Model"
-                for item in value.values():
-                    strip(item)
-            elif isinstance(value, list):
-                for item in value:
-                    strip(item)
-
-        strip(config)
-        for count, layer in enumerate(config["config"]["layers"]):
-            if layer["class_name"] != "TFOpLambda":
-                continue
-            source, _, _, kwargs = layer["inbound_nodes"][0]
-            if layer["config"]["function"] == "expand_dims":
-                op = f"ExpandDims_{count}"
-                node_def = {"name": op, "op": "ExpandDims", "input": [source, f"{op}/dim"],
-                            "attr": {"Tdim": {"type": "DT_INT32"}, "T": {"type": "DT_FLOAT"}}}
-                constants = {"1": kwargs["axis"]}
-            else:
-                assert layer["config"]["function"] == "nn.softmax"
-                op = "Softmax"
-                node_def = {"name": op, "op": "Softmax", "input": [f"{source}/BiasAdd"],
-                            "attr": {"T": {"type": "DT_FLOAT"}}}
-                constants = {}
-            rename[layer["name"]] = f"tf_op_layer_{op}"
-            layer.update(class_name="TensorFlowOpLayer", name=f"tf_op_layer_{op}",
-                         inbound_nodes=[[[source, 0, 0, {}]]],
-                         config={"name": op, "trainable": True, "dtype": "float32",
-                                 "node_def": node_def, "constants": constants})
-
-        def relink(value):
-            if isinstance(value, list):
-                if value and isinstance(value[0], str) and value[0] in rename:
-                    value[0] = rename[value[0]]
-                for item in value:
-                    relink(item)
-            elif isinstance(value, dict):
-                for item in value.values():
-                    relink(item)
-
-        relink(config)
-        file.attrs["model_config"] = json.dumps(config).encode()
-        file.attrs["keras_version"] = b"2.3.0-tf"
-        weights = file["model_weights"]
-        for old, new in rename.items():
-            weights.move(old, new)
-        names = [n.decode() if isinstance(n, bytes) else n for n in weights.attrs["layer_names"]]
-        weights.attrs["layer_names"] = np.array([rename.get(n, n).encode() for n in names])
-        weights.attrs["keras_version"] = b"2.3.0-tf"
-    return path
-
-
-def chain_decoder(tokenizer, chain, pad_bias=-100.0, encoding=ENCODING):
-    """A decoder whose next word depends on the previous one only: `chain[id] -> next id`
-    (other ids lead to <unk>). Same layers as the real one, weights set by hand."""
-    vocab = tokenizer.vocab_size
-    model = legacy_decoder(vocab, units=vocab, embedding=vocab, encoding=encoding)
-    model.get_layer("embedding").set_weights([np.eye(vocab, dtype="float32")])
-    kernel = np.zeros((encoding + vocab, 4 * vocab), "float32")
-    kernel[encoding + np.arange(vocab), 2 * vocab + np.arange(vocab)] = 3.0  # cell candidate
-    bias = np.zeros(4 * vocab, "float32")
-    bias[:vocab], bias[vocab:2 * vocab], bias[3 * vocab:] = 10.0, -10.0, 10.0  # i, f, o gates
-    model.get_layer("lstm").set_weights(
-        [kernel, np.zeros((vocab, 4 * vocab), "float32"), bias])
-    dense = np.zeros((vocab, vocab), "float32")
-    for token in range(vocab):
-        dense[token, chain.get(token, tokenizer.oov_id)] = 10.0
-    dense_bias = np.zeros(vocab, "float32")
-    dense_bias[0] = pad_bias
-    model.get_layer("output_layer").set_weights([dense, dense_bias])
-    return model
-
-
-def write_images(folder: Path) -> list:
-    rng = np.random.default_rng(3)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, (height, width, ext) in enumerate([(40, 50, "png"), (64, 64, "jpg"),
-                                                  (90, 70, "png"), (33, 47, "jpg")]):
-        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        pixels[: height // 2, :, index % 3] = 255  # something to tell the images apart
-        path = folder / f"image_{index}.{ext}"
-        Image.fromarray(pixels).save(path)
-        paths.append(path)
-    return paths
-
-
-# ---------------------------------------------------------------------------------------------
-# Fixtures (module-scoped: built once).
+from captioning.text import CaptionTokenizer, load_tokenizer
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Legacy releases (TF 2.2 and TF 2.4+ formats), small tokenizer files and images."""
-    if not SEED_TOKENIZER.is_file():
-        pytest.skip(f"the seed release tokenizer is not here: {SEED_TOKENIZER}")
-    root = tmp_path_factory.mktemp("legacy")
-    encoder = randomize(legacy_encoder(), seed=0)
-    decoder = randomize(legacy_decoder(SEED_VOCAB, units=8, embedding=4), seed=1)
-    dense = decoder.get_layer("output_layer")
-    kernel, bias = dense.get_weights()
-    bias[0] = -30.0  # padding never wins, so the notebook's loop cannot crash on it
-    dense.set_weights([kernel * 2.0, bias])
-    out = {"root": root}
-    for style in ("tf22", "tf24"):
-        folder = root / style
-        folder.mkdir()
-        enc = save(encoder, folder / "Encoder.hdf5")
-        dec = save(decoder, folder / "Decoder.hdf5")
-        if style == "tf22":
-            as_tf22(enc)
-            as_tf22(dec)
-        shutil.copyfile(SEED_TOKENIZER, folder / "tokenizer.pickle")
-        out[style] = folder
-    small = CaptionTokenizer(start_token="<sos>", end_token="<eos>").fit(
-        ["red circle on left", "blue square on right", "green triangle"])
-    small.save(root / "small_tokenizer.pickle")
-    out["small"] = small
-    out["images"] = write_images(root / "images")
-    bad = root / "images" / "not_a_picture.jpg"
-    bad.write_text("this is not a JPEG, just some text\n")
-    out["bad"] = bad
-    return out
-
-
-def chain_release(files, name, chain, **kwargs) -> tuple:
-    """(encoder, decoder, tokenizer) paths of a TF 2.2 release with a chain decoder."""
-    folder = files["root"] / name
-    if not folder.exists():
-        folder.mkdir()
-        save(chain_decoder(files["small"], chain, **kwargs), folder / "Decoder.hdf5")
-        as_tf22(folder / "Decoder.hdf5")
-    return (files["tf22"] / "Encoder.hdf5", folder / "Decoder.hdf5",
-            files["root"] / "small_tokenizer.pickle")
+    return make_files(tmp_path_factory.mktemp("legacy"))
 
 
 def ids(tokenizer, text):
@@ -266,43 +66,6 @@ def notebook_caption(path, encoder, decoder, tok, size=SIZE, max_cap_len=15):
         if idx == tok.word_index["<eos>"]:
             break
     return " ".join(word for word in texts[1:] if word != "<eos>")
-
-
-# ---------------------------------------------------------------------------------------------
-# Telling the formats apart.
-
-
-def test_is_legacy_model_reads_only_the_attributes(files, tmp_path):
-    for style in ("tf22", "tf24"):
-        assert is_legacy_model(files[style] / "Encoder.hdf5")
-        assert is_legacy_model(files[style] / "Decoder.hdf5")
-    with h5py.File(files["tf22"] / "Decoder.hdf5") as file:
-        assert file.attrs["keras_version"] in (b"2.3.0-tf", "2.3.0-tf")
-        assert "TensorFlowOpLayer" in str(file.attrs["model_config"])
-    # Without a version, the classes Keras 3 lacks still tell.
-    copy = shutil.copyfile(files["tf24"] / "Decoder.hdf5", tmp_path / "noversion.hdf5")
-    with h5py.File(copy, "r+") as file:
-        del file.attrs["keras_version"]
-    assert is_legacy_model(copy)
-
-
-def test_is_legacy_model_false_for_keras3_and_errors_for_non_models(files, tmp_path):
-    import keras
-
-    inputs = keras.Input((4,), name="features")
-    keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs)).save(tmp_path / "k3.hdf5")
-    assert not is_legacy_model(tmp_path / "k3.hdf5")
-
-    weights_only = tmp_path / "weights.h5"
-    legacy_encoder().save_weights(weights_only)
-    with pytest.raises(ReleaseError, match="only weights"):
-        is_legacy_model(weights_only)
-    text = tmp_path / "Decoder.hdf5"
-    text.write_text("not HDF5")
-    with pytest.raises(ReleaseError, match="Decoder.hdf5"):
-        is_legacy_model(text)
-    with pytest.raises(ReleaseError, match="no such file"):
-        is_legacy_model(tmp_path / "missing.hdf5")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,111 +167,40 @@ def test_preprocess_input_is_inception_v3s():
     assert preprocess_input(pixels).dtype == np.float32
 
 
+def test_legacy_captioner_is_a_model_of_the_one_captioner_loop(files):
+    small = files["small"]
+    red, = ids(small, "red")
+    paths = chain_release(files, "red", {small.start_id: red, red: small.end_id})
+    captioner = LegacyCaptioner.load(*paths, batch_size=2)
+    assert isinstance(captioner, CaptionModel) and captioner.max_beam == 1
+    images = [files["bad"], *files["images"][:3]]
+    through_loop = caption_images(captioner, images, batch_size=3, workers=1)
+    assert [r.caption for r in through_loop] == [None, "red", "red", "red"]
+    assert through_loop == captioner.caption(images)
+    with pytest.raises(ConfigError, match="beam"):
+        caption_images(captioner, images, beam=2)
+    with pytest.raises(ConfigError, match="greedily"):
+        captioner.captions(captioner.encode(np.zeros((1, SIZE, SIZE, 3), np.float32)), beam=2)
+
+
 # ---------------------------------------------------------------------------------------------
-# Safety: refused before anything runs.
+# Refused before anything runs, and files that do not fit.
 
 
-def test_lambda_layer_is_refused_before_it_runs(files, tmp_path):
+def test_a_lambda_decoder_is_refused_before_it_runs(files, tmp_path):
     marker = tmp_path / "lambda_ran"
     touch = tf_keras.layers.Lambda(
         lambda x, p=str(marker): (__import__("pathlib").Path(p).touch(), x)[1])
-    decoder = legacy_decoder(SEED_VOCAB, units=8, embedding=4, extra=touch)
-    save(decoder, tmp_path / "Decoder.hdf5")
+    save(legacy_decoder(SEED_VOCAB, units=8, embedding=4, extra=touch),
+         tmp_path / "Decoder.hdf5")
     marker.unlink()  # building and saving called it here
-
-    with pytest.raises(UnsafeFileError, match=r"Decoder\.hdf5.*Lambda layer") as refused:
+    with pytest.raises(UnsafeFileError, match=r"Decoder\.hdf5.*Lambda layer"):
         caption_with_files(files["images"][:1], files["tf24"] / "Encoder.hdf5",
                            tmp_path / "Decoder.hdf5", files["tf24"] / "tokenizer.pickle")
-    assert str(tmp_path / "Decoder.hdf5") in str(refused.value)
-    assert not marker.exists()
     with pytest.raises(UnsafeFileError):
         LegacyCaptioner.load(files["tf24"] / "Encoder.hdf5", tmp_path / "Decoder.hdf5",
                              files["tf24"] / "tokenizer.pickle")
     assert not marker.exists()
-
-    # Why the check matters: tf-keras 2.21 itself runs the bytecode of an .hdf5 file, even
-    # with safe_mode=True (it applies that to .keras files only).
-    try:
-        tf_keras.models.load_model(tmp_path / "Decoder.hdf5", compile=False, safe_mode=True)
-    except Exception:  # a newer tf-keras that refuses by itself
-        return
-    assert marker.exists()
-
-
-def _edit_layer(config, class_name, change):
-    def walk(value):
-        if isinstance(value, dict):
-            if value.get("class_name") == class_name and "inbound_nodes" in value:
-                change(value)
-                return True
-            return any(walk(v) for v in value.values())
-        if isinstance(value, list):
-            return any(walk(v) for v in value)
-        return False
-
-    assert walk(config), class_name
-
-
-def _write_op(layer):
-    layer["config"]["node_def"]["op"] = "WriteFile"
-
-
-def _tf_function(layer):
-    layer["config"]["function"] = "io.write_file"
-
-
-def _unknown_class(layer):
-    layer["class_name"] = "MyCustomLayer"
-
-
-def _module(layer):
-    layer["config"]["kernel_initializer"] = {"module": "os", "class_name": "GlorotUniform",
-                                             "config": {}, "registered_name": None}
-
-
-def _object(layer):
-    layer["config"]["kernel_initializer"] = {"class_name": "Popen", "config": {}}
-
-
-def _activation(layer):
-    layer["config"]["activation"] = "deserialize"
-
-
-def _constants(layer):
-    layer["config"]["constants"] = {"1": {"class_name": "Zeros", "config": {}}}
-
-
-@pytest.mark.parametrize("style, class_name, change, message", [
-    ("tf22", "TensorFlowOpLayer", _write_op, "op 'WriteFile'"),
-    ("tf24", "TFOpLambda", _tf_function, "tf.'io.write_file'"),
-    ("tf22", "Concatenate", _unknown_class, "'MyCustomLayer'"),
-    ("tf22", "Dense", _module, "module 'os'"),
-    ("tf24", "Dense", _object, "'Popen'"),
-    ("tf22", "Dense", _activation, "activation 'deserialize'"),
-    ("tf22", "TensorFlowOpLayer", _constants, "constants"),
-])
-def test_configs_outside_the_allow_lists_are_refused(files, tmp_path, style, class_name,
-                                                     change, message):
-    path = shutil.copyfile(files[style] / "Decoder.hdf5", tmp_path / "Decoder.hdf5")
-    with h5py.File(path, "r+") as file:
-        config = json.loads(file.attrs["model_config"])
-        _edit_layer(config, class_name, change)
-        file.attrs["model_config"] = json.dumps(config).encode()
-    with pytest.raises(UnsafeFileError, match="Decoder.hdf5") as refused:
-        check_legacy_model(path)
-    assert message in str(refused.value)
-
-
-def test_nested_models_are_checked(files, tmp_path):
-    path = shutil.copyfile(files["tf22"] / "Encoder.hdf5", tmp_path / "Encoder.hdf5")
-    with h5py.File(path, "r+") as file:
-        config = json.loads(file.attrs["model_config"])
-        _edit_layer(config, "Conv2D", _unknown_class)  # inside the nested inception_v3
-        file.attrs["model_config"] = json.dumps(config).encode()
-    with pytest.raises(UnsafeFileError, match="MyCustomLayer"):
-        caption_with_files(files["images"][:1], path, files["tf22"] / "Decoder.hdf5",
-                           files["tf22"] / "tokenizer.pickle")
-    assert check_legacy_model(files["tf22"] / "Encoder.hdf5")["class_name"] == "Model"
 
 
 def test_missing_tf_keras_gives_the_clear_message(files, monkeypatch):

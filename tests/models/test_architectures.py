@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def grid_cache(tmp_path_factory, dataset, table):
-    from captioning.cache.build import build_cache
+    from captioning.cache import build_cache
 
     out = tmp_path_factory.mktemp("grid") / "cache"
     return build_cache(table, dataset / "images", out, features="grid", progress=False,

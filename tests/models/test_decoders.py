@@ -1,4 +1,4 @@
-"""Tests for captioning.decoders: every cell x conditioning trains, the training and
+"""Tests for captioning.models.decoders: every cell x conditioning trains, the training and
 one-step models share their weights, the one-step model reloads from .hdf5, and running it
 word by word gives exactly the training model's teacher-forcing predictions."""
 
@@ -16,6 +16,7 @@ from captioning.models.decoders import (
     state_names,
 )
 from captioning.errors import ConfigError
+from captioning.models.step import StepSignature
 
 VOCAB = 20
 STEPS = 5  # training model input steps: <start> + 4 words
@@ -49,26 +50,26 @@ def random_batch(conditioning, batch=8, seed=0):
 
 
 def run_step_model(step, features, tokens, names, initial=None):
-    """Runs the one-step model over `tokens (batch, steps)` from its own initial states.
+    """Runs the one-step model over `tokens (batch, steps)` from its own initial states,
+    addressing its inputs and outputs through its `StepSignature`.
 
     Returns the log-probs `(batch, steps, vocab)` and the attention (or None)."""
-    outputs = step.output_names
-    batch = features.shape[0]
+    signature = StepSignature.from_model(step)
+    assert list(signature.state_names) == list(names)
+    numpy = keras.ops.convert_to_numpy
     if initial is None:
-        zeros = [np.zeros((batch, step.get_layer(name).batch_shape[-1]), "float32")
-                 for name in names]
-        first = step([features, tokens[:, :1], *zeros], training=False)
-        initial = [keras.ops.convert_to_numpy(first[outputs.index(f"initial_{name}")])
-                   for name in names]
+        units = signature.state_units(step)
+        zeros = [np.zeros((features.shape[0], units[name]), "float32") for name in names]
+        first = step(signature.arrange(features, tokens[:, :1], zeros), training=False)
+        initial = [numpy(x) for x in signature.split(first).initial_states]
     states, log_probs, attention = list(initial), [], []
     for t in range(tokens.shape[1]):
-        result = step([features, tokens[:, t:t + 1], *states], training=False)
-        log_probs.append(keras.ops.convert_to_numpy(result[outputs.index(STEP_OUTPUT_LOG_PROBS)]))
-        states = [keras.ops.convert_to_numpy(result[outputs.index(f"next_{name}")])
-                  for name in names]
-        if STEP_OUTPUT_ATTENTION in outputs:
-            attention.append(keras.ops.convert_to_numpy(
-                result[outputs.index(STEP_OUTPUT_ATTENTION)]))
+        result = signature.split(step(signature.arrange(features, tokens[:, t:t + 1], states),
+                                      training=False))
+        log_probs.append(numpy(result.log_probs))
+        states = [numpy(x) for x in result.next_states]
+        if result.attention is not None:
+            attention.append(numpy(result.attention))
     return np.stack(log_probs, 1), (np.stack(attention, 1) if attention else None)
 
 
@@ -125,6 +126,7 @@ def test_step_model_interface(cell, conditioning):
     if conditioning == "attention":
         expected.append(STEP_OUTPUT_ATTENTION)
     assert step.output_names == expected
+    assert decoder.signature == StepSignature.from_model(step)
     assert tuple(step.outputs[0].shape) == (None, VOCAB)
     if conditioning == "attention":
         assert tuple(step.outputs[-1].shape) == (None, REGIONS)

@@ -1,4 +1,4 @@
-"""Tests for captioning.decoding: the compiled greedy and beam search against plain Python
+"""Tests for captioning.models.search: the compiled greedy and beam search against plain Python
 reference searches that call the one-step model once per word."""
 
 import keras
@@ -7,8 +7,9 @@ import pytest
 
 import captioning.models.layers  # noqa: F401  (registers the custom layers)
 from captioning.config import CaptionConfig
-from captioning.models.decoders import STEP_OUTPUT_ATTENTION, STEP_OUTPUT_LOG_PROBS, build_decoder
+from captioning.models.decoders import build_decoder
 from captioning.models.search import Beams, SequenceDecoder
+from captioning.models.step import StepSignature
 from captioning.errors import ConfigError
 
 VOCAB, DIM, REGIONS = 20, 12, 6
@@ -66,25 +67,20 @@ class StepRunner:
 
     def __init__(self, step, features):
         self.step, self.features = step, features[None]
-        self.outputs = step.output_names
-        self.names = [t.name for t in step.inputs][2:]
-        zeros = [np.zeros((1, 16), "float32") for _ in self.names]
-        first = self._call(START, zeros)
-        self.initial = [first[self.outputs.index(f"initial_{n}")] for n in self.names]
+        self.signature = StepSignature.from_model(step)
+        zeros = [np.zeros((1, 16), "float32") for _ in self.signature.state_names]
+        self.initial = self._call(START, zeros).initial_states
 
     def _call(self, token, states):
-        result = self.step([self.features, np.array([[token]], "int32"), *states],
-                           training=False)
-        return [keras.ops.convert_to_numpy(x) for x in result]
+        result = self.step(self.signature.arrange(self.features, np.array([[token]], "int32"),
+                                                  states), training=False)
+        return self.signature.split([keras.ops.convert_to_numpy(x) for x in result])
 
     def __call__(self, token, states):
         """-> log-probs (vocab,) in float64, next states, attention (regions,) or None."""
         result = self._call(token, states)
-        attention = (result[self.outputs.index(STEP_OUTPUT_ATTENTION)][0]
-                     if STEP_OUTPUT_ATTENTION in self.outputs else None)
-        log_probs = result[self.outputs.index(STEP_OUTPUT_LOG_PROBS)][0].astype("float64")
-        return log_probs, [result[self.outputs.index(f"next_{n}")] for n in self.names], \
-            attention
+        attention = None if result.attention is None else result.attention[0]
+        return result.log_probs[0].astype("float64"), result.next_states, attention
 
 
 def reference_greedy(step, features, max_length=MAX_LENGTH):

@@ -48,36 +48,6 @@ def test_unfreeze_more_layers_than_the_cnn_has_is_refused(encoder):
         unfreeze_top(encoder, 0)
 
 
-def test_a_fine_tuning_checkpoint_after_another_first_phase_epoch_is_stale(tmp_path):
-    import json
-
-    from captioning.training.finetune import history_rows
-
-    folder = tmp_path / "checkpoints" / "fine_tune"
-    folder.mkdir(parents=True)
-    rows = [{"epoch": 3, "phase": "fine_tune", "loss": 1.0}]
-    (folder / "state.json").write_text(json.dumps(
-        {"epoch": 1, "after_epoch": 2, "layers": 4, "history": rows}))
-    assert history_rows(tmp_path, tiny_config(fine_tune=4), 2) == rows
-    assert history_rows(tmp_path, tiny_config(fine_tune=4), 5) == []  # first phase went on
-    assert history_rows(tmp_path, tiny_config(fine_tune=2), 2) == []  # other layers
-
-
-def test_image_batches_with_static_shapes_drop_the_partial_batch(dataset):
-    from captioning.training.finetune import ImageCaptionBatches
-    from captioning.training.train import usable_validation
-
-    names = sorted(p.name for p in (dataset / "images").glob("*.jpg"))[:5]
-    tokens = np.ones((5, 6), np.int32)
-    batches = ImageCaptionBatches(dataset / "images", names, tokens, 2, 75, shuffle=False,
-                                  drop_remainder=True)
-    assert len(batches) == 2
-    (pixels, tokens_in), tokens_out = batches[1]
-    assert pixels.shape == (2, 75, 75, 3) and tokens_in.shape == (2, 5)
-    small = ImageCaptionBatches(dataset / "images", names, tokens, 8, 75, drop_remainder=True)
-    assert len(small) == 0 and usable_validation(small, "fine-tuning") is None
-
-
 @pytest.mark.slow
 def test_fine_tune_trains_from_images_and_exports_the_new_encoder(cache, tmp_path):
     config = tiny_config(epochs=1, fine_tune=8, fine_tune_epochs=1)

@@ -24,8 +24,11 @@ def test_auto_without_accelerators_is_the_default_strategy(monkeypatch):
 
 
 def test_unknown_strategy_is_refused():
-    with pytest.raises(ConfigError, match="'gpu9'"):
+    from captioning.config import STRATEGIES
+
+    with pytest.raises(ConfigError, match="'gpu9'") as caught:
         make_strategy("gpu9")
+    assert all(name in str(caught.value) for name in STRATEGIES)
 
 
 def test_tpu_branch_reaches_resolver_creation(monkeypatch):
@@ -58,8 +61,11 @@ def test_tpu_without_a_tpu_says_what_to_do(monkeypatch):
 
 def _train_on_two_logical_cpus(cache, out, **settings):
     """Trains in a fresh process whose one CPU is split into two logical devices (that has
-    to happen before TensorFlow initialises them); returns the finished process."""
+    to happen before TensorFlow initialises them); returns the finished process (the
+    package's INFO lines on its stderr)."""
     script = textwrap.dedent(f"""
+        import logging
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -83,7 +89,7 @@ def _train_on_two_logical_cpus(cache, out, **settings):
 @pytest.mark.slow
 def test_mirrored_training_on_two_logical_cpus(cache, tmp_path):
     done = _train_on_two_logical_cpus(cache, tmp_path / "run")
-    assert "Training on 2 replicas (MirroredStrategy), global batch 16" in done.stdout
+    assert "Training on 2 replicas (MirroredStrategy), global batch 16" in done.stderr
     assert "EPOCHS [1]" in done.stdout
     assert (tmp_path / "run" / "Decoder.hdf5").exists()
 
@@ -93,7 +99,7 @@ def test_mirrored_fine_tuning_on_two_logical_cpus(cache, tmp_path):
     # The joint encoder + decoder model is built and compiled in the strategy's scope, and
     # its image batches are global batches (8 per replica x 2).
     done = _train_on_two_logical_cpus(cache, tmp_path / "run", fine_tune=2, fine_tune_epochs=1)
-    assert "Fine-tuning 2 CNN layers" in done.stdout
+    assert "Fine-tuning 2 CNN layers" in done.stderr
     assert "EPOCHS [1, 2] ['frozen', 'fine_tune']" in done.stdout
     # 160 training captions: 10 global batches of 16 per epoch in both phases, not 20 of 8.
     assert "10/10" in done.stdout and "20/20" not in done.stdout

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import signal
 import time
 
@@ -14,7 +16,17 @@ from tests.helpers import ENCODER, IMAGE_SIZE, run_python, tiny_config
 from captioning.errors import ConfigError
 from captioning.training.train import train
 
+# The module (`captioning.training.train` is the function, re-exported by the package).
+training = importlib.import_module("captioning.training.train")
+
 RELEASE_FILES = ("Encoder.hdf5", "Decoder.hdf5", "tokenizer.pickle", "manifest.json")
+
+
+@pytest.fixture
+def info(caplog):
+    """The INFO lines of the package, as a user running with logging on sees them."""
+    caplog.set_level(logging.INFO, logger="captioning")
+    return caplog
 
 
 def _history(run_dir):
@@ -54,27 +66,29 @@ def test_encoder_in_release_is_the_cache_encoder(run, cache):
     assert manifest["encoder"]["encoder"] == cache_manifest["encoder"]
 
 
-def test_rerunning_a_finished_run_trains_nothing(copy_run, cache, capsys):
+def test_rerunning_a_finished_run_trains_nothing(copy_run, cache, capsys, info):
     before = _history(copy_run)
     result = train(cache, copy_run, tiny_config(), progress=False)
-    assert "Resuming" in capsys.readouterr().out
+    assert "Resuming" in info.text
+    assert "Epoch " not in capsys.readouterr().out
     pd.testing.assert_frame_equal(_history(copy_run), before)
     assert list(result.history["epoch"]) == [1, 2]
     assert result.best_epoch in (1, 2)
 
 
-def test_resume_continues_after_the_last_finished_epoch(cache, tmp_path, capsys):
+def test_resume_continues_after_the_last_finished_epoch(cache, tmp_path, capsys, info):
     out = tmp_path / "run"
     first = train(cache, out, tiny_config(epochs=1), progress=False)
     assert list(first.history["epoch"]) == [1]
     one = _history(out)
     capsys.readouterr()
+    info.clear()
 
     second = train(cache, out, tiny_config(epochs=2), progress=False)
 
+    assert "Resuming" in info.text and "after epoch 1 of 2" in info.text
     printed = capsys.readouterr().out
-    assert "Resuming" in printed and "after epoch 1" in printed
-    assert "Epoch 1/" not in printed  # epoch 1 was not trained again
+    assert "Epoch 2/2" in printed and "Epoch 1/" not in printed  # epoch 1 not trained again
     history = _history(out)
     assert list(history["epoch"]) == [1, 2]
     pd.testing.assert_frame_equal(history.iloc[:1], one)
@@ -114,22 +128,22 @@ def test_the_same_seed_gives_the_same_losses(run, cache, tmp_path):
 
 _TRAIN_SCRIPT = r"""
 import json, sys, time
-from captioning.training import train as training
 from captioning.config import CaptionConfig
+from captioning.training import batches, train
 
 cache, out, settings, delay = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
-original = training.CaptionBatches.__getitem__
+original = batches.CaptionBatches.__getitem__
 def slow(self, index):
     # Slow batches down so that the parent can kill us in the middle of an epoch.
     time.sleep(delay)
     return original(self, index)
-training.CaptionBatches.__getitem__ = slow
-training.train(cache, out, CaptionConfig(**settings), progress=False)
+batches.CaptionBatches.__getitem__ = slow
+train(cache, out, CaptionConfig(**settings), progress=False)
 """
 
 
 @pytest.mark.slow
-def test_a_real_kill_during_training_resumes(cache, tmp_path, capsys):
+def test_a_real_kill_during_training_resumes(cache, tmp_path, info):
     config = tiny_config(epochs=3)
     out = tmp_path / "run"
     process = run_python(_TRAIN_SCRIPT, cache, out, json.dumps(config.to_dict()), 0.1)
@@ -145,9 +159,8 @@ def test_a_real_kill_during_training_resumes(cache, tmp_path, capsys):
     assert process.returncode == -signal.SIGKILL
     assert list(_history(out)["epoch"]) == [1]
 
-    capsys.readouterr()
     result = train(cache, out, config, progress=False)
-    assert "after epoch 1 of 3" in capsys.readouterr().out
+    assert "after epoch 1 of 3" in info.text
     assert list(_history(out)["epoch"]) == [1, 2, 3]
     assert list(result.history["epoch"]) == [1, 2, 3]
     for name in RELEASE_FILES:
@@ -171,42 +184,37 @@ def test_history_csv_is_rewritten_from_the_state_on_a_rerun(copy_run, cache, cap
 
 
 def test_more_epochs_on_resume_keep_the_learning_rate_schedule(cache, tmp_path, monkeypatch,
-                                                               capsys):
-    from captioning.training import train as training
-
+                                                               info):
     steps = []
-    original = training._optimizer
+    original = training.make_optimizer
 
-    def spy(config, total):
-        steps.append(total)
-        return original(config, total)
+    def spy(*args, **kwargs):
+        steps.append(kwargs["decay_steps"])
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(training, "_optimizer", spy)
+    monkeypatch.setattr(training, "make_optimizer", spy)
     out = tmp_path / "run"
     train(cache, out, tiny_config(epochs=1), progress=False)
-    capsys.readouterr()
     second = train(cache, out, tiny_config(epochs=2), progress=False)
     # The cosine schedule spans the one epoch the run started with, before and after: a
     # schedule stretched to two epochs would raise the rate again in epoch 2.
     assert steps[0] == steps[1] > 0
     state = json.loads((out / "checkpoints" / "state.json").read_text())
     assert state["schedule_steps"] == steps[0]
-    assert "epochs 2..2 run at its final rate" in capsys.readouterr().out
+    assert "epochs 2..2 run at its final rate" in info.text
     rates = second.history["learning_rate"].to_numpy(float)
     np.testing.assert_allclose(rates, tiny_config().learning_rate * 0.05, rtol=1e-5)
 
 
 def test_learning_rate_schedules_show_in_the_history(run, cache, tmp_path, monkeypatch):
-    from captioning.training import train as training
-
     optimizers = []
-    original = training._optimizer
+    original = training.make_optimizer
 
-    def spy(config, steps):
-        optimizers.append(original(config, steps))
+    def spy(*args, **kwargs):
+        optimizers.append(original(*args, **kwargs))
         return optimizers[-1]
 
-    monkeypatch.setattr(training, "_optimizer", spy)
+    monkeypatch.setattr(training, "make_optimizer", spy)
     config = tiny_config(lr_schedule="constant", clipnorm=2.5, learning_rate=1e-3)
     constant = train(cache, tmp_path / "constant", config, progress=False)
     np.testing.assert_allclose(_history(tmp_path / "constant")["learning_rate"], 1e-3, rtol=1e-6)
@@ -220,28 +228,43 @@ def test_learning_rate_schedules_show_in_the_history(run, cache, tmp_path, monke
 
 
 def test_clipnorm_zero_or_none_means_no_clipping():
-    from captioning.training.train import _optimizer
+    from captioning.training.objective import make_optimizer
 
-    assert _optimizer(tiny_config(clipnorm=0.0), 10).global_clipnorm is None
-    assert _optimizer(tiny_config(clipnorm=None), 10).global_clipnorm is None
+    assert make_optimizer(1e-3, 0.0).global_clipnorm is None
+    assert make_optimizer(1e-3, None, schedule="cosine", decay_steps=10).global_clipnorm is None
+    assert make_optimizer(1e-3, 2.5).global_clipnorm == 2.5
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")
 def stopped_run(cache, tmp_path_factory):
     """A run whose val_bleu_4 falls every epoch (the scores patched): early stopping with
-    patience 2 ends it after epoch 3, the best epoch being 1."""
-    import io
-    from contextlib import redirect_stdout
-
-    from captioning.evaluation import metrics as evaluation
+    patience 2 ends it after epoch 3, the best epoch being 1. Returns its folder, result and
+    log lines."""
+    from captioning.training import callbacks
 
     scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
     out = tmp_path_factory.mktemp("stopped") / "run"
-    printed = io.StringIO()
-    with pytest.MonkeyPatch.context() as patch, redirect_stdout(printed):
-        patch.setattr(evaluation, "bleu4", lambda predictions, references: next(scores))
-        result = train(cache, out, tiny_config(epochs=6, early_stopping=2), progress=False)
-    return out, result, printed.getvalue()
+    lines, package = _Lines(), logging.getLogger("captioning")
+    level = package.level
+    package.addHandler(lines)
+    package.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(callbacks, "bleu4", lambda predictions, references: next(scores))
+            result = train(cache, out, tiny_config(epochs=6, early_stopping=2), progress=False)
+    finally:
+        package.removeHandler(lines)
+        package.setLevel(level)
+    return out, result, "\n".join(lines.lines)
 
 
 def test_early_stopping_stops_after_patience_epochs(stopped_run, cache, capsys):
@@ -285,29 +308,30 @@ def test_the_best_epoch_is_exported_not_the_last(stopped_run):
 
 
 def test_early_stopping_without_validation_names_the_training_loss(cache, tmp_path,
-                                                                    monkeypatch, capsys):
+                                                                    monkeypatch, info):
     import shutil
 
-    from captioning.training import train as training
+    from captioning.training import callbacks
 
     no_val = tmp_path / "cache"
     shutil.copytree(cache, no_val)
     captions = pd.read_csv(no_val / "captions.csv")
     captions = captions[captions["split"] != "val"]
     captions.to_csv(no_val / "captions.csv", index=False)
-    # The training loss, as the monitor sees it, rises every epoch.
+    # The training loss, as the callbacks after the first see it, rises every epoch.
     losses = iter([1.0, 2.0, 3.0, 4.0])
-    original = training._ValidationMonitor.on_epoch_end
+    original = callbacks.BleuMonitor.on_epoch_end
 
     def rising(self, epoch, logs=None):
-        return original(self, epoch, dict(logs or {}, loss=next(losses)))
+        logs["loss"] = next(losses)
+        return original(self, epoch, logs)
 
-    monkeypatch.setattr(training._ValidationMonitor, "on_epoch_end", rising)
+    monkeypatch.setattr(callbacks.BleuMonitor, "on_epoch_end", rising)
     result = train(no_val, tmp_path / "run", tiny_config(epochs=4, early_stopping=1),
                    progress=False)
-    printed = capsys.readouterr().out
-    assert "Early stopping: loss has not improved for 1 epochs" in printed
-    assert "val_bleu_4" not in printed
+    assert "Early stopping: loss has not improved for 1 epochs" in info.text
+    assert "val_bleu_4" not in info.text
+    assert result.best_epoch == 1
     assert list(result.history["epoch"]) == [1, 2]
 
 
@@ -315,19 +339,17 @@ def test_a_validation_split_smaller_than_a_static_batch_trains_without_val_batch
         cache, tmp_path, monkeypatch, caplog):
     # On a TPU batches keep static shapes (drop_remainder): 20 validation captions make no
     # batch of 32. Without a TPU here, the strategy is told it is one.
-    import logging
-
-    from captioning.training import train as training
-    from captioning.cache.build import FeatureCache
+    from captioning.cache import FeatureCache
+    from captioning.training.batches import CaptionBatches, usable_validation
 
     val = FeatureCache(cache).captions().query("split == 'val'")
     batch = len(val) + 1
-    batches = training.CaptionBatches(FeatureCache(cache), np.zeros(len(val), int),
-                                      np.zeros((len(val), 14), np.int32), batch,
-                                      drop_remainder=True)
+    batches = CaptionBatches.from_cache(FeatureCache(cache), np.zeros(len(val), int),
+                                        np.zeros((len(val), 14), np.int32), batch,
+                                        drop_remainder=True)
     assert len(batches) == 0
     with caplog.at_level(logging.WARNING, logger="captioning"):
-        assert training.usable_validation(batches, "training") is None
+        assert usable_validation(batches, "training") is None
     assert "no full batch" in caplog.text and "--batch-size" in caplog.text
 
     monkeypatch.setattr(training, "is_tpu", lambda strategy: True)
@@ -339,7 +361,7 @@ def test_a_validation_split_smaller_than_a_static_batch_trains_without_val_batch
 
 
 def test_the_encoder_settings_come_from_the_cache(cache, tmp_path):
-    from captioning.cache.build import FeatureCache
+    from captioning.cache import FeatureCache
 
     settings = FeatureCache(cache).settings
     for change, cached in ((dict(encoder="vgg16"), settings["encoder"]),

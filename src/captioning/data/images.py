@@ -32,6 +32,7 @@ from PIL import UnidentifiedImageError
 
 from captioning.errors import ConfigError
 from captioning.errors import ImageError
+from captioning.utils.checks import is_int
 
 IMAGE_EXTENSIONS = (
     ".jpg",
@@ -290,21 +291,17 @@ def _one_line(message):
 
 def _target_size(size):
     """Returns `(height, width)` from an int or a pair of ints."""
-    pair = (size, size) if _is_int(size) else size
+    pair = (size, size) if is_int(size) else size
     if (
         not isinstance(pair, (tuple, list))
         or len(pair) != 2
-        or not all(_is_int(side) and side >= 1 for side in pair)
+        or not all(is_int(side) and side >= 1 for side in pair)
     ):
         raise ConfigError(
             "Image size must be a positive int or a (height, width) pair of "
             f"them; got {size!r}"
         )
     return int(pair[0]), int(pair[1])
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _as_rgb_uint8(pixels):

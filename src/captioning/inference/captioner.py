@@ -1,8 +1,11 @@
-"""`Captioner`: a loaded release that captions image files and arrays.
+"""One captioner loop, and `Captioner`: a loaded release that captions image files and arrays.
 
-Images are decoded and resized by the one loader (`captioning.images`) in a thread pool
-while the encoder runs on the previous batch, then the whole batch is decoded by the
-compiled search. Bad files are reported per image; the rest are still captioned.
+`caption_images` is the loop every captioner runs: images are decoded and resized by the one
+loader (`captioning.data.images`) in a thread pool, up to two batches ahead of the model; each
+batch is encoded and decoded by a `CaptionModel`; unreadable images get an error each and the
+rest are still captioned. Two models plug into it: `Captioner` (this project's release: the
+Keras 3 encoder and the compiled greedy or beam search) and `LegacyCaptioner`
+(`captioning.inference.legacy`: the earlier project's tf-keras files, captioned greedily).
 
 Example:
 >>> captioner = Captioner.load()                          # the shipped demo release
@@ -12,16 +15,24 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import os
-
-from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from captioning.config import CaptionConfig
+from captioning.errors import ConfigError
+from captioning.inference.inputs import (  # noqa: F401  (image_list, download_image: API)
+    download_image,
+    image_list,
+    image_name,
+    load_pixels,
+)
 from captioning.models.search import SequenceDecoder
-from captioning.errors import CaptioningError, ConfigError, ImageError
+from captioning.utils.checks import check_int
 
 
 @dataclasses.dataclass
@@ -41,28 +52,111 @@ class Caption:
         return self.error is None
 
 
+@runtime_checkable
+class CaptionModel(Protocol):
+    """What `caption_images` needs from a release.
+
+    Attributes:
+        image_size: the encoder's input side in pixels, or `(height, width)`.
+        max_beam: the widest beam it searches, or None for any.
+    """
+
+    image_size: int | tuple
+    max_beam: int | None
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """Features of a batch of `(N, H, W, 3)` RGB pixels in 0..255."""
+
+    def captions(self, features, beam: int = 1, top: int = 1) -> list:
+        """One `Caption` per row of `features` (with `image` left empty), `top` alternatives
+        each."""
+
+
+def caption_images(model: CaptionModel, images, *, beam: int = 1, top: int = 1,
+                   batch_size: int = 32, progress: bool = False,
+                   workers: int | None = None) -> list:
+    """Captions image paths and/or arrays with `model`, batch by batch.
+
+    Args:
+        model: a `CaptionModel` (`Captioner`, `LegacyCaptioner`).
+        images: what `image_list` takes: a path, an RGB array, a batch array, or a list.
+        beam: beam width; 1 is greedy.
+        top: alternatives per image, at most `beam`.
+        batch_size: images per encoder and decoder call.
+        progress: show a progress bar.
+        workers: threads decoding image files; default one per CPU (at least 2).
+
+    Returns:
+        A list of `Caption`, one per input, in order; an unreadable image gets `error`.
+    """
+    from tqdm.auto import tqdm
+
+    check_int("beam", beam, 1)
+    if model.max_beam is not None and beam > model.max_beam:
+        raise ConfigError(f"beam must be at most {model.max_beam} for this model (it "
+                          f"captions greedily), got {beam!r}")
+    check_int("top", top, 1, beam)
+    check_int("batch_size", batch_size, 1)
+    check_int("workers", workers, 1, allow_none=True)
+    images = image_list(images)
+    results = [None] * len(images)
+    batches = [range(i, min(i + batch_size, len(images)))
+               for i in range(0, len(images), batch_size)]
+    pool = concurrent.futures.ThreadPoolExecutor(workers or max(2, os.cpu_count() or 2),
+                                                 thread_name_prefix="caption-images")
+    pending = collections.deque()
+
+    def submit(batch):
+        pending.append([pool.submit(load_pixels, images[i], model.image_size) for i in batch])
+
+    try:
+        for batch in batches[:2]:
+            submit(batch)
+        with tqdm(total=len(images), unit="img", disable=not progress,
+                  desc="captioning") as bar:
+            for index, batch in enumerate(batches):
+                pixels = [future.result() for future in pending.popleft()]
+                if index + 2 < len(batches):
+                    submit(batches[index + 2])
+                good = []
+                for i, item in zip(batch, pixels):
+                    if isinstance(item, str):
+                        results[i] = Caption(image=image_name(images[i]), error=item)
+                    else:
+                        good.append((i, item))
+                if good:
+                    features = model.encode(np.stack([item for _, item in good]))
+                    found = model.captions(features, beam=beam, top=top)
+                    for (i, _), caption in zip(good, found):
+                        results[i] = dataclasses.replace(caption, image=image_name(images[i]))
+                bar.update(len(batch))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
 class Captioner:
-    """Captions images with a release.
+    """Captions images with a release: its encoder, then the compiled greedy or beam search.
 
     Args:
         release: a loaded `Release` (see `load`).
         batch_size: images per encoder and decoder call.
         max_length: words generated at most; default the release's setting.
+
+    Example:
+    >>> captioner = Captioner.load("runs/flickr8k")                  # doctest: +SKIP
+    >>> result = captioner.caption(rgb_array, beam=3, top=3)[0]      # doctest: +SKIP
+    >>> result.caption, result.alternatives                          # doctest: +SKIP
     """
 
+    max_beam = None
+
     def __init__(self, release, batch_size: int = 32, max_length: int | None = None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.release = release
-        self.tokenizer = release.tokenizer
-        self.batch_size = int(batch_size)
         config = release.config
-        self.search = SequenceDecoder(
-            release.decoder, start_id=self.tokenizer.start_id, end_id=self.tokenizer.end_id,
-            max_length=max_length or config.max_decode_length)
-        self.length_penalty = config.length_penalty
-        self.image_size = release.image_size
+        self._setup(release.encoder, release.decoder, release.tokenizer,
+                    batch_size=batch_size, max_length=max_length or config.max_decode_length,
+                    length_penalty=config.length_penalty)
+        self.release = release
 
     @classmethod
     def load(cls, release=None, **kwargs) -> "Captioner":
@@ -71,8 +165,39 @@ class Captioner:
 
         return cls(load_release(release), **kwargs)
 
+    @classmethod
+    def from_models(cls, encoder, step_model, tokenizer, *, config: CaptionConfig | None = None,
+                    batch_size: int = 32, max_length: int | None = None) -> "Captioner":
+        """A captioner over loaded models and a tokenizer that come without a manifest.
+
+        Args:
+            encoder, step_model: this project's encoder and one-step decoder models, checked
+                to fit (`captioning.release.check_fit`).
+            tokenizer: their `CaptionTokenizer`.
+            config: the decoding settings (`max_decode_length`, `length_penalty`); default
+                `CaptionConfig()`'s.
+            batch_size, max_length: as for `Captioner`.
+        """
+        config = config or CaptionConfig()
+        captioner = cls.__new__(cls)
+        captioner._setup(encoder, step_model, tokenizer, batch_size=batch_size,
+                         max_length=max_length or config.max_decode_length,
+                         length_penalty=config.length_penalty)
+        captioner.release = None
+        return captioner
+
+    def _setup(self, encoder, step_model, tokenizer, *, batch_size, max_length,
+               length_penalty):
+        check_int("batch_size", batch_size, 1)
+        self.encoder, self.tokenizer = encoder, tokenizer
+        self.batch_size = int(batch_size)
+        self.search = SequenceDecoder(step_model, start_id=tokenizer.start_id,
+                                      end_id=tokenizer.end_id, max_length=max_length)
+        self.length_penalty = length_penalty
+        self.image_size = int(encoder.inputs[0].shape[1])
+
     def caption(self, images, beam: int = 1, top: int = 1, progress: bool = False,
-                workers: int | None = None):
+                workers: int | None = None) -> list:
         """Captions image paths and/or arrays.
 
         Args:
@@ -87,33 +212,34 @@ class Captioner:
         Returns:
             A list of `Caption`, one per input, in order.
         """
-        from tqdm.auto import tqdm
+        return caption_images(self, images, beam=beam, top=top, batch_size=self.batch_size,
+                              progress=progress, workers=workers)
 
-        if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)) or beam < 1:
-            raise ConfigError(f"beam must be a positive integer, got {beam!r}")
-        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) \
-                or not 1 <= top <= beam:
-            raise ConfigError(f"top must be between 1 and beam ({beam}), got {top!r}")
-        images = image_list(images)
-        results = [None] * len(images)
-        batches = [list(range(i, i + self.batch_size))[:len(images) - i]
-                   for i in range(0, len(images), self.batch_size)]
-        bar = tqdm(total=len(images), unit="img", disable=not progress, desc="captioning")
-        with concurrent.futures.ThreadPoolExecutor(workers or max(2, os.cpu_count() or 2)) as pool:
-            pending = [pool.submit(self._load_batch, images, b) for b in batches[:2]]
-            for index, batch in enumerate(batches):
-                pixels = pending[index].result()
-                if index + 2 < len(batches):
-                    pending.append(pool.submit(self._load_batch, images, batches[index + 2]))
-                good = [i for i in batch if not isinstance(pixels[i], str)]
-                for i in batch:
-                    if isinstance(pixels[i], str):
-                        results[i] = Caption(image=_name(images[i]), error=pixels[i])
-                if good:
-                    self._caption_batch(images, good, np.stack([pixels[i] for i in good]),
-                                        beam, top, results)
-                bar.update(len(batch))
-        bar.close()
+    def encode(self, pixels) -> np.ndarray:
+        """Features of a batch of `(N, size, size, 3)` RGB pixels in 0..255."""
+        return np.asarray(self.encoder.predict_on_batch(pixels))
+
+    def captions(self, features, beam: int = 1, top: int = 1) -> list:
+        """Searches captions for a batch of features.
+
+        Returns:
+            One `Caption` per row (`image` left empty): the best caption, its score, words
+            and attention rows, and the `top` best beams as `alternatives`.
+        """
+        beams = self.search.decode(features, beam=beam, length_penalty=self.length_penalty)
+        results = []
+        for row in range(len(beams.ids)):
+            words, steps = self.words(beams.ids[row, 0], int(beams.lengths[row, 0]))
+            attention = None
+            if beams.attention is not None:
+                attention = beams.attention[row, 0, steps]  # (words, regions)
+            alternatives = [
+                (" ".join(self.words(beams.ids[row, k], int(beams.lengths[row, k]))[0]),
+                 float(beams.scores[row, k])) for k in range(top)]
+            results.append(Caption(image="", caption=" ".join(words),
+                                   score=float(beams.scores[row, 0]),
+                                   alternatives=alternatives, words=words,
+                                   attention=attention))
         return results
 
     def caption_features(self, features, beam: int = 1):
@@ -121,21 +247,6 @@ class Captioner:
         beams = self.search.decode(features, beam=beam, length_penalty=self.length_penalty)
         return [" ".join(self.words(ids, int(length))[0])
                 for ids, length in zip(beams.ids[:, 0], beams.lengths[:, 0])], beams
-
-    def _load_batch(self, images, batch):
-        from captioning.data.images import load_and_resize, resize_image
-
-        out = {}
-        for i in batch:
-            item = images[i]
-            try:
-                if isinstance(item, np.ndarray):
-                    out[i] = resize_image(_as_rgb(item), self.image_size)
-                else:
-                    out[i] = load_and_resize(item, self.image_size)
-            except CaptioningError as error:
-                out[i] = str(error)
-        return out
 
     def words(self, ids, length=None):
         """The words of one generated id sequence and the steps that gave them.
@@ -163,99 +274,3 @@ class Captioner:
             words.append(tokenizer.oov_token if word is None else word)
             steps.append(step)
         return words, steps
-
-    def _caption_batch(self, images, indices, pixels, beam, top, results):
-        features = self.release.encoder.predict_on_batch(pixels)
-        beams = self.search.decode(features, beam=beam, length_penalty=self.length_penalty)
-        for row, i in enumerate(indices):
-            words, steps = self.words(beams.ids[row, 0], int(beams.lengths[row, 0]))
-            attention = None
-            if beams.attention is not None:
-                attention = beams.attention[row, 0, steps]  # (words, regions)
-            alternatives = [
-                (" ".join(self.words(beams.ids[row, k], int(beams.lengths[row, k]))[0]),
-                 float(beams.scores[row, k])) for k in range(top)]
-            results[i] = Caption(image=_name(images[i]), caption=" ".join(words),
-                                 score=float(beams.scores[row, 0]), alternatives=alternatives,
-                                 words=words, attention=attention)
-
-
-def image_list(images) -> list:
-    """The images of `Captioner.caption`'s argument, as a list of paths and arrays.
-
-    Args:
-        images: a path (`str`, `bytes` or `os.PathLike`); one image array, `(H, W)` grey
-            or `(H, W, C)`; a batch array `(N, H, W, C)`; or an iterable of paths and
-            image arrays.
-
-    Returns:
-        A list with one item per image.
-
-    Raises:
-        ConfigError: an array that is not 2-, 3- or 4-dimensional.
-    """
-    if isinstance(images, (str, bytes, os.PathLike)):
-        return [images]
-    if isinstance(images, np.ndarray):
-        if images.ndim in (2, 3):
-            return [images]
-        if images.ndim == 4:
-            return list(images)
-        raise ConfigError(f"an image array must be (H, W), (H, W, 3) or a batch (N, H, W, 3), "
-                          f"got shape {images.shape}")
-    return list(images)
-
-
-def download_image(url: str, cache_dir=None, *, force: bool = False) -> Path:
-    """Downloads an image once into the Keras cache and returns its path.
-
-    The file is named after a hash of the whole URL (plus the URL's image extension, if
-    it has one), so two URLs that end in the same name, or in `/`, are two files, and the
-    same URL is read from the cache the next time.
-
-    Args:
-        url: an `http(s)://` (or `file://`) URL of an image.
-        cache_dir: the cache root (default `~/.keras`); files go in its `images/` folder.
-        force: download again even when the file is cached.
-
-    Returns:
-        The `Path` of the downloaded file.
-
-    Raises:
-        ImageError: the URL is not a string or the download failed.
-    """
-    import hashlib
-    import urllib.parse
-
-    import keras
-
-    from captioning.data.images import IMAGE_EXTENSIONS
-
-    if not isinstance(url, str) or not url.strip():
-        raise ImageError(f"an image URL must be a non-empty string, got {url!r}")
-    suffix = Path(urllib.parse.urlparse(url).path).suffix.lower()
-    name = hashlib.sha256(url.encode()).hexdigest()[:20]
-    name += suffix if suffix in IMAGE_EXTENSIONS else ""
-    try:
-        path = keras.utils.get_file(fname=name, origin=url, cache_dir=cache_dir,
-                                    cache_subdir="images", force_download=force)
-    except Exception as error:  # get_file raises a bare Exception for URL failures
-        raise ImageError(f"cannot download {url}: {' '.join(str(error).split())}; check the "
-                         "URL, or download the image yourself and give its path") from None
-    return Path(path)
-
-
-def _name(item) -> str:
-    return "<array>" if isinstance(item, np.ndarray) else os.fsdecode(item)
-
-
-def _as_rgb(array: np.ndarray) -> np.ndarray:
-    """An image array as `(H, W, 3)`: grey `(H, W)` or `(H, W, 1)` repeated, alpha dropped."""
-    array = np.asarray(array)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:
-        array = np.stack([array] * 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] not in (3, 4):
-        raise ImageError(f"an image array must be (H, W, 3) RGB, got shape {array.shape}")
-    return array[..., :3]

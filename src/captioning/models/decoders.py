@@ -6,8 +6,9 @@ layers.
 - `training`: `[features, tokens (batch, steps)] -> logits (batch, steps, vocab)`, fed the
   caption shifted right (teacher forcing);
 - `step`: the exported `Decoder.hdf5`, one word at a time: `[features, token (batch, 1),
-  *states] -> [log_probs, *next_states, *initial_states(, attention)]`. Its initial-state
-  outputs depend on the features alone, so a decoder builds them once per image.
+  *states] -> [log_probs, *next_states, *initial_states(, attention)]`, named as its
+  `StepSignature` says (`captioning.models.step`). Its initial-state outputs depend on the
+  features alone, so a decoder builds them once per image.
 
 Because both graphs call the same layer objects, what was trained is exactly what is
 exported. How the image enters is the `conditioning` setting:
@@ -30,15 +31,20 @@ from keras import layers
 from captioning.config import CaptionConfig
 from captioning.errors import ConfigError
 from captioning.models.layers import AttentionRNN, ZeroState
+from captioning.models.step import (
+    ATTENTION,
+    FEATURES,
+    LOG_PROBS,
+    TOKEN,
+    StepSignature,
+    initial_name,
+    next_name,
+    state_names,
+)
+from captioning.utils.checks import check_int
 
-STEP_OUTPUT_LOG_PROBS = "log_probs"
-STEP_OUTPUT_ATTENTION = "attention"
-
-
-def state_names(cell: str, num_layers: int) -> list[str]:
-    """Names of the recurrent state inputs: h0 (c0), h1 (c1), ..."""
-    kinds = ("h",) if cell == "gru" else ("h", "c")
-    return [f"{kind}{layer}" for layer in range(num_layers) for kind in kinds]
+STEP_OUTPUT_LOG_PROBS = LOG_PROBS
+STEP_OUTPUT_ATTENTION = ATTENTION
 
 
 def check_features(config: CaptionConfig, feature_shape) -> None:
@@ -59,11 +65,13 @@ def check_features(config: CaptionConfig, feature_shape) -> None:
 
 @dataclasses.dataclass
 class Decoder:
-    """The two Functional models that share the decoder's layers."""
+    """The two Functional models that share the decoder's layers, and the step model's
+    signature."""
 
     training: keras.Model
     step: keras.Model
     state_names: list
+    signature: StepSignature | None = None
 
 
 class _SharedLayers:
@@ -162,39 +170,43 @@ def build_decoder(config: CaptionConfig, vocab_size: int, feature_shape,
             random one's differ in scale by orders of magnitude). None: no scaling.
 
     Returns:
-        A `Decoder` with `training`, `step` and `state_names`.
+        A `Decoder` with `training`, `step`, `state_names` and `signature`.
 
     Example:
     >>> decoder = build_decoder(CaptionConfig(units=8, embedding_dim=4), 20, (16,))
     >>> [t.name for t in decoder.step.inputs]
     ['features', 'token', 'h0']
     """
-    if not isinstance(vocab_size, int) or vocab_size < 4:
-        raise ConfigError(f"vocab_size must be an integer >= 4, got {vocab_size!r}")
+    check_int("vocab_size", vocab_size, 4)
     check_features(config, feature_shape)
     feature_shape = tuple(int(d) for d in feature_shape)
     steps = sequence_length or config.max_length + 1
     shared = _SharedLayers(config, vocab_size, feature_stats)
 
-    features = keras.Input(feature_shape, name="features")
+    features = keras.Input(feature_shape, name=FEATURES)
     tokens = keras.Input((steps,), dtype="int32", name="tokens")
     normalized = shared.normalize(features)
     logits, _, _ = shared.sequence(normalized, tokens, shared.initial(normalized))
     training = keras.Model([features, tokens], logits, name="caption_trainer")
 
-    features = keras.Input(feature_shape, name="features")
-    token = keras.Input((1,), dtype="int32", name="token")
-    states = {name: keras.Input((config.units,), name=name) for name in shared.names}
+    signature = StepSignature.from_config(config)
+    features = keras.Input(feature_shape, name=FEATURES)
+    token = keras.Input((1,), dtype="int32", name=TOKEN)
+    states = {name: keras.Input((config.units,), name=name) for name in signature.state_names}
     normalized = shared.normalize(features)
     initial = shared.initial(normalized)
     logits, next_states, attention = shared.sequence(normalized, token, states)
     log_probs = layers.Activation("log_softmax", name="log_softmax")(logits)
     log_probs = layers.Reshape((vocab_size,), name="log_probs_step")(log_probs)
-    outputs = [layers.Identity(name=STEP_OUTPUT_LOG_PROBS)(log_probs)]
-    outputs += [layers.Identity(name=f"next_{name}")(next_states[name]) for name in shared.names]
-    outputs += [layers.Identity(name=f"initial_{name}")(initial[name]) for name in shared.names]
+    outputs = {LOG_PROBS: log_probs}
+    for name in signature.state_names:
+        outputs[next_name(name)] = next_states[name]
+        outputs[initial_name(name)] = initial[name]
     if attention is not None:
-        outputs.append(layers.Identity(name=STEP_OUTPUT_ATTENTION)(
-            layers.Reshape((feature_shape[0],), name="attention_step")(attention)))
-    step = keras.Model([features, token, *states.values()], outputs, name="caption_decoder")
-    return Decoder(training=training, step=step, state_names=shared.names)
+        outputs[ATTENTION] = layers.Reshape((feature_shape[0],), name="attention_step")(attention)
+    step = keras.Model(signature.arrange(features, token, list(states.values())),
+                       [layers.Identity(name=name)(outputs[name])
+                        for name in signature.output_names],
+                       name="caption_decoder")
+    return Decoder(training=training, step=step, state_names=list(signature.state_names),
+                   signature=signature)

@@ -14,8 +14,10 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from captioning.config import FEATURES
 from captioning.errors import CaptioningError, ConfigError
 from captioning.models.layers import ImagePreprocessing
+from captioning.utils.checks import check_choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +56,7 @@ OFFLINE_HINT = (
 
 def encoder_spec(name: str) -> EncoderSpec:
     """The `EncoderSpec` of a family name, or a ConfigError listing the known ones."""
-    if name not in ENCODER_SPECS:
-        raise ConfigError(f"encoder must be one of {sorted(ENCODER_SPECS)}, got {name!r}")
+    check_choice("encoder", name, sorted(ENCODER_SPECS))
     return ENCODER_SPECS[name]
 
 
@@ -83,8 +84,7 @@ def build_encoder(
     (None, 2048)
     """
     spec = encoder_spec(encoder)
-    if features not in ("pooled", "grid"):
-        raise ConfigError(f"features must be 'pooled' or 'grid', got {features!r}")
+    check_choice("features", features, FEATURES)
     size = image_size or spec.default_size
     if size < spec.min_size:
         raise ConfigError(f"{encoder} needs images of at least {spec.min_size} px, got {size}")

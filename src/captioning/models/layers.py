@@ -11,7 +11,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from captioning.errors import ConfigError
+from captioning.config import CELLS
+from captioning.utils.checks import check_choice, check_int
 
 PREPROCESSING_MODES = ("tf", "caffe", "torch")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -38,8 +39,7 @@ class ImagePreprocessing(layers.Layer):
 
     def __init__(self, mode: str = "tf", **kwargs):
         super().__init__(**kwargs)
-        if mode not in PREPROCESSING_MODES:
-            raise ConfigError(f"mode must be one of {PREPROCESSING_MODES}, got {mode!r}")
+        check_choice("mode", mode, PREPROCESSING_MODES)
         self.mode = mode
 
     def call(self, images):
@@ -81,8 +81,7 @@ class BahdanauAttention(layers.Layer):
 
     def __init__(self, units: int = 256, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or units < 1:
-            raise ConfigError(f"units must be a positive integer, got {units!r}")
+        check_int("units", units, 1)
         self.units = units
         self.features_dense = layers.Dense(units, name="features_dense")
         self.state_dense = layers.Dense(units, name="state_dense")
@@ -145,10 +144,8 @@ class AttentionRNN(layers.Layer):
 
     def __init__(self, cell="gru", units=256, attention_units=256, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        if cell not in ("gru", "lstm"):
-            raise ConfigError(f"cell must be 'gru' or 'lstm', got {cell!r}")
-        if not isinstance(units, int) or units < 1:
-            raise ConfigError(f"units must be a positive integer, got {units!r}")
+        check_choice("cell", cell, CELLS)
+        check_int("units", units, 1)
         self.cell = cell
         self.units = units
         self.attention_units = attention_units
@@ -218,8 +215,7 @@ class ZeroState(layers.Layer):
 
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or units < 1:
-            raise ConfigError(f"units must be a positive integer, got {units!r}")
+        check_int("units", units, 1)
         self.units = units
 
     def call(self, inputs):

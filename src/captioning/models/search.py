@@ -23,8 +23,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from captioning.models.decoders import STEP_OUTPUT_ATTENTION, STEP_OUTPUT_LOG_PROBS
 from captioning.errors import ConfigError
+from captioning.models.step import StepSignature
+from captioning.utils.checks import check_int, check_number
 
 _NEG_INF = -1e9
 
@@ -65,25 +66,17 @@ class SequenceDecoder:
 
     def __init__(self, step_model, *, start_id: int, end_id: int, pad_id: int = 0,
                  max_length: int = 30):
-        if max_length < 1:
-            raise ConfigError(f"max_length must be >= 1, got {max_length!r}")
+        check_int("max_length", max_length, 1)
         self.step_model = step_model
         self.start_id, self.end_id, self.pad_id = int(start_id), int(end_id), int(pad_id)
         self.max_length = int(max_length)
-        names = [tensor.name for tensor in step_model.inputs]
-        self.state_names = [name for name in names if name not in ("features", "token")]
-        self._input_order = names
-        outputs = step_model.output_names
-        self._log_probs = outputs.index(STEP_OUTPUT_LOG_PROBS)
-        self._next = [outputs.index(f"next_{name}") for name in self.state_names]
-        self._initial = [outputs.index(f"initial_{name}") for name in self.state_names]
-        self._attention = (outputs.index(STEP_OUTPUT_ATTENTION)
-                           if STEP_OUTPUT_ATTENTION in outputs else None)
-        features_input = step_model.inputs[names.index("features")]
-        self.feature_shape = tuple(features_input.shape[1:])
-        self.vocab_size = int(step_model.outputs[self._log_probs].shape[-1])
+        self.signature = StepSignature.from_model(step_model)
+        self.state_names = list(self.signature.state_names)
+        self.feature_shape = self.signature.feature_shape(step_model)
+        self.vocab_size = self.signature.vocab_size(step_model)
         self.initial_model = keras.Model(
-            features_input, [step_model.outputs[i] for i in self._initial],
+            step_model.inputs[self.signature.features_index],
+            [step_model.outputs[i] for i in self.signature.initial_indices],
             name="initial_states")
         self._compiled = {}
 
@@ -100,11 +93,10 @@ class SequenceDecoder:
         Returns:
             `Beams` with K beams per image, best (highest normalised score) first.
         """
-        if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)) or beam < 1:
-            raise ConfigError(f"beam must be a positive integer, got {beam!r}")
-        if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
-                or not np.isfinite(length_penalty) or length_penalty < 0:
-            raise ConfigError(f"length_penalty must be a number >= 0, got {length_penalty!r}")
+        check_int("beam", beam, 1)
+        check_number("length_penalty", length_penalty, 0)
+        if not np.isfinite(length_penalty):
+            raise ConfigError(f"length_penalty must be a finite number, got {length_penalty!r}")
         features = np.asarray(features, np.float32)
         if features.shape[1:] != self.feature_shape:
             raise ConfigError(f"features of shape {features.shape[1:]} do not fit this decoder,"
@@ -122,16 +114,14 @@ class SequenceDecoder:
         order = np.argsort(-scores, axis=1, kind="stable")
         take = lambda a: np.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)),
                                             axis=1)
-        attention = take(np.asarray(attention)) if self._attention is not None else None
+        attention = take(np.asarray(attention)) if self.signature.has_attention else None
         return Beams(ids=take(ids), scores=take(scores), log_probs=take(log_probs),
                      lengths=take(lengths), attention=attention)
 
     def _step(self, features, token, states):
-        inputs = {"features": features, "token": token}
-        inputs.update(zip(self.state_names, states))
-        outputs = self.step_model([inputs[name] for name in self._input_order], training=False)
-        attention = outputs[self._attention] if self._attention is not None else None
-        return outputs[self._log_probs], [outputs[i] for i in self._next], attention
+        outputs = self.signature.split(self.step_model(
+            self.signature.arrange(features, token, states), training=False))
+        return outputs.log_probs, outputs.next_states, outputs.attention
 
     def _banned(self):
         """`(vocab,)` True for the ids never generated: padding and the start token."""
@@ -146,7 +136,7 @@ class SequenceDecoder:
         """The most likely word at each step; a finished caption emits padding."""
         batch = ops.shape(features)[0]
         length = self.max_length
-        regions = self.feature_shape[0] if self._attention is not None else 1
+        regions = self.feature_shape[0] if self.signature.has_attention else 1
         states = self._initial_states(features)
         token = ops.full((batch, 1), self.start_id, dtype="int32")
         ids = ops.zeros((batch, length), dtype="int32")
@@ -195,7 +185,7 @@ class SequenceDecoder:
         """
         batch = ops.shape(features)[0]
         length, vocab = self.max_length, self.vocab_size
-        regions = self.feature_shape[0] if self._attention is not None else 1
+        regions = self.feature_shape[0] if self.signature.has_attention else 1
         features = ops.repeat(features, k, axis=0)  # (batch * k, ...)
         states = self._initial_states(features)
         token = ops.full((batch * k, 1), self.start_id, dtype="int32")

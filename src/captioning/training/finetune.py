@@ -12,77 +12,30 @@ run resumes, and is a `fine_tune` row of `history.csv`, numbered after the first
 
 from __future__ import annotations
 
-import concurrent.futures
-import json
-import math
-import os
+import contextlib
+import logging
 from pathlib import Path
 
 import keras
-import numpy as np
 from keras import ops
 
 from captioning.errors import CacheError, ConfigError
 from captioning.models import layers  # noqa: F401  (registers the custom layers)
+from captioning.training.batches import (
+    CaptionBatches,
+    check_training_batches,
+    usable_validation,
+)
+from captioning.training.callbacks import BleuMonitor, EpochCheckpoint, ValidationBleu
+from captioning.training.objective import compile_for_captions, make_optimizer
+from captioning.training.run_state import RunState
+from captioning.training.strategies import is_tpu
+from captioning.utils.checks import check_int
 
+logger = logging.getLogger(__name__)
 
-class ImageCaptionBatches(keras.utils.PyDataset):
-    """`((pixels, tokens_in), tokens_out)` batches, the images decoded by the one loader in
-    a thread pool.
-
-    Args:
-        images_dir: the folder holding the images.
-        names: image file of each caption (relative to `images_dir`).
-        sequences: int32 `(captions, length)` encoded captions with markers.
-        batch_size: captions per batch (the global batch under a strategy).
-        image_size: the encoder's input side in pixels.
-        seed: shuffling seed.
-        epoch: the epoch the first pass counts as (set when resuming).
-        shuffle: reshuffle every epoch.
-        drop_remainder: leave out the last, partial batch (static shapes, for TPUs).
-    """
-
-    def __init__(self, images_dir, names, sequences, batch_size, image_size, *, seed=0,
-                 epoch=0, shuffle=True, drop_remainder=False):
-        super().__init__(workers=1, use_multiprocessing=False)
-        self.images_dir, self.names = Path(images_dir), list(names)
-        self.sequences = np.asarray(sequences)
-        self.batch_size, self.image_size = batch_size, image_size
-        self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
-        self.drop_remainder = drop_remainder
-        self._pool = concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 2))
-        self._order = self._make_order()
-
-    def _make_order(self):
-        if not self.shuffle:
-            return np.arange(len(self.names))
-        return np.random.default_rng([self.seed, 1000 + self.epoch]).permutation(len(self.names))
-
-    def __len__(self):
-        if self.drop_remainder:
-            return len(self.names) // self.batch_size
-        return math.ceil(len(self.names) / self.batch_size)
-
-    def __getitem__(self, index):
-        picked = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        pixels = load_pixels(self.images_dir, [self.names[i] for i in picked], self.image_size,
-                             self._pool)
-        tokens = self.sequences[picked]
-        return (pixels, tokens[:, :-1]), tokens[:, 1:]
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._order = self._make_order()
-
-
-def load_pixels(images_dir, names, size, pool=None) -> np.ndarray:
-    """`(len(names), size, size, 3)` float32 pixels of the named images, read by the one
-    loader (`captioning.images.load_and_resize`), in `pool` when one is given."""
-    from captioning.data.images import load_and_resize
-
-    paths = [Path(images_dir) / name for name in names]
-    load = (lambda p: load_and_resize(p, size))
-    return np.stack(list(pool.map(load, paths) if pool else map(load, paths)))
+# Offsets the shuffling seed, so that fine-tuning does not replay the first phase's order.
+_SHUFFLE_STREAM = 1000
 
 
 def unfreeze_top(encoder: keras.Model, count: int) -> list[str]:
@@ -92,7 +45,7 @@ def unfreeze_top(encoder: keras.Model, count: int) -> list[str]:
     encoder runs in inference mode), so `count` layers with kernels are trained.
 
     Args:
-        encoder: an encoder built by `captioning.encoders.build_encoder` (or loaded).
+        encoder: an encoder built by `captioning.models.encoders.build_encoder` (or loaded).
         count: how many layers to unfreeze, from the top.
 
     Returns:
@@ -101,8 +54,7 @@ def unfreeze_top(encoder: keras.Model, count: int) -> list[str]:
     Raises:
         ConfigError: `count` is below 1 or more than the CNN's weighted layers.
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ConfigError(f"fine_tune must be a positive number of layers, got {count!r}")
+    check_int("fine_tune", count, 1)
     backbone = next((layer for layer in encoder.layers if isinstance(layer, keras.Model)), None)
     if backbone is None:
         raise ConfigError("the encoder holds no CNN sub-model to fine-tune")
@@ -123,12 +75,13 @@ def unfreeze_top(encoder: keras.Model, count: int) -> list[str]:
     return [layer.name for layer in chosen]
 
 
-def fine_tune(run: Path, cache, decoder, tokenizer, config, images_dir=None, progress=True,
-              strategy=None, after_epoch: int = 0, on_epoch=None):
+def fine_tune(run, cache, decoder, tokenizer, config, images_dir=None, progress=True,
+              strategy=None, after_epoch: int = 0):
     """Runs the fine-tuning phase; returns the fine-tuned encoder model.
 
     Args:
-        run: the run folder (checkpoints go to `run/checkpoints/fine_tune/`).
+        run: the run folder (checkpoints go to `run/checkpoints/fine_tune/`); each epoch
+            rewrites its `history.csv`.
         cache: the `FeatureCache` of the first phase (its encoder is the starting point).
         decoder: the trained `Decoder` (its weights are the first phase's best), built under
             `strategy`.
@@ -143,142 +96,103 @@ def fine_tune(run: Path, cache, decoder, tokenizer, config, images_dir=None, pro
         after_epoch: the first phase's last epoch. Fine-tuning epochs are numbered after it;
             a fine-tuning checkpoint made after another first-phase epoch (the first phase
             was continued since) is stale and fine-tuning starts over.
-        on_epoch: called with no argument after each fine-tuning epoch is saved (the run
-            rewrites `history.csv`).
 
     Returns:
         The fine-tuned encoder (a Keras model sharing its weights with the joint model).
+
+    Raises:
+        CacheError: `images_dir` is not a folder.
+        ConfigError: the training captions make no full batch.
     """
     import tensorflow as tf
-
-    from captioning.training.strategies import is_tpu
-    from captioning.training.train import _ValidationBleu, masked_accuracy, usable_validation
 
     images_dir = Path(images_dir or cache.manifest.get("images_dir", ""))
     if not images_dir.is_dir():
         raise CacheError(f"fine-tuning reads the images, but {images_dir} is not a folder; pass "
                          "--images with the folder the cache was made from")
     strategy = strategy or tf.distribute.get_strategy()
-    global_batch = config.batch_size * strategy.num_replicas_in_sync
-    folder = run / "checkpoints" / "fine_tune"
-    folder.mkdir(parents=True, exist_ok=True)
-    state_path = folder / "state.json"
-    state = read_state(run)
-    reason = state and _stale(state, config, after_epoch)
-    if reason:
-        print(f"Fine-tuning starts over: {reason}.")
-        state = None
-    state = state or {"epoch": 0, "history": []}
-    state.update({"after_epoch": after_epoch, "layers": config.fine_tune})
-
+    run_state = RunState(run, config)
+    done = _finished_epochs(run_state, after_epoch)
     with strategy.scope():
-        encoder = keras.saving.load_model(cache.path / "encoder.hdf5", safe_mode=True,
-                                          compile=False)
-        unfrozen = unfreeze_top(encoder, config.fine_tune)
-        size = int(encoder.inputs[0].shape[1])
-        pixels = keras.Input((size, size, 3), name="image")
-        tokens = keras.Input(tuple(decoder.training.inputs[1].shape[1:]), dtype="int32",
-                             name="tokens")
-        logits = decoder.training([encoder(pixels, training=False), tokens])
-        joint = keras.Model([pixels, tokens], logits, name="fine_tune")
-        joint.compile(
-            optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate,
-                                            global_clipnorm=config.clipnorm or None),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
-            metrics=[masked_accuracy],
-        )
-        if state["epoch"]:
+        joint, encoder, unfrozen = _joint_model(cache, decoder, config)
+        if done:
             joint.optimizer.build(joint.trainable_variables)
-            joint.load_weights(folder / f"epoch-{state['epoch']:04d}.weights.h5")
-    table = cache.captions()
-    length = int(decoder.training.inputs[1].shape[1]) + 1
-
-    def batches(part, shuffle):
-        part = part[tokenizer.keep_mask(part["caption"].tolist())]
-        return ImageCaptionBatches(images_dir, part["image"], tokenizer.to_matrix(
-            part["caption"].tolist(), length), global_batch, size, seed=config.seed,
-            epoch=state["epoch"], shuffle=shuffle, drop_remainder=is_tpu(strategy))
-
-    train_batches = batches(table[table["split"] == "train"], True)
-    if len(train_batches) == 0:
-        raise ConfigError(f"{len(train_batches.names)} training captions make no full batch of "
-                          f"{global_batch}; lower --batch-size")
-    val_part = table[table["split"] == "val"]
-    val_batches = usable_validation(batches(val_part, False) if not val_part.empty else None,
-                                    "fine-tuning")
-    if state["epoch"]:
-        print(f"Resuming fine-tuning after epoch {state['epoch']} of {config.fine_tune_epochs}.")
+            joint.load_weights(run_state.fine_tune.weights(done))
+    if done:
+        logger.info("Resuming fine-tuning after epoch %d of %d.", done, config.fine_tune_epochs)
     else:
-        print(f"Fine-tuning {len(unfrozen)} CNN layers ({unfrozen[0]} .. {unfrozen[-1]}) from "
-              f"images at learning rate {config.fine_tune_learning_rate}.")
-    bleu = _ValidationBleu(decoder.step, tokenizer, val_part, config)
-    pool = concurrent.futures.ThreadPoolExecutor(max(2, os.cpu_count() or 2))
+        logger.info("Fine-tuning %d CNN layers (%s .. %s) from images at learning rate %s.",
+                    len(unfrozen), unfrozen[0], unfrozen[-1], config.fine_tune_learning_rate)
+    make = _image_batches(cache, images_dir, tokenizer, config, strategy, decoder, encoder,
+                          done)
+    table = cache.captions()
+    val_part = table[table["split"] == "val"]
+    with contextlib.ExitStack() as stack:
+        train_batches = check_training_batches(
+            stack.enter_context(make(table[table["split"] == "train"], True)))
+        val_batches = usable_validation(
+            stack.enter_context(make(val_part, False)) if not val_part.empty else None,
+            "fine-tuning")
 
-    def features_of(names):
-        return ops.convert_to_numpy(encoder(load_pixels(images_dir, names, size, pool),
-                                            training=False))
+        def features_of(names):
+            return ops.convert_to_numpy(encoder(train_batches.fetch.pixels(names),
+                                                training=False))
 
-    class _Save(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            number = epoch + 1
-            path = folder / f"epoch-{number:04d}.weights.h5"
-            tmp = folder / f"epoch-{number:04d}.tmp.weights.h5"
-            joint.save_weights(tmp)
-            os.replace(tmp, path)
-            score = bleu(features_of)
-            if score is not None:
-                print(f"fine-tuning epoch {number}: val_bleu_4 {score:.4f} on "
-                      f"{len(bleu.images)} images")
-            row = {"epoch": after_epoch + number, "phase": "fine_tune",
-                   "loss": logs.get("loss"), "accuracy": logs.get("masked_accuracy"),
-                   "val_loss": logs.get("val_loss"),
-                   "val_accuracy": logs.get("val_masked_accuracy"), "val_bleu_4": score,
-                   "learning_rate": float(ops.convert_to_numpy(joint.optimizer.learning_rate))}
-            history = [r for r in state["history"] if r["epoch"] < row["epoch"]] + [row]
-            state.update({"epoch": number, "history": history})
-            tmp_state = folder / "state.json.tmp"
-            tmp_state.write_text(json.dumps(state, indent=2))
-            os.replace(tmp_state, state_path)
-            for old in folder.glob("epoch-*.weights.h5"):
-                if old != path:
-                    old.unlink(missing_ok=True)
-            if on_epoch is not None:
-                on_epoch()
-
-    if state["epoch"] < config.fine_tune_epochs:
-        joint.fit(train_batches, validation_data=val_batches, epochs=config.fine_tune_epochs,
-                  initial_epoch=state["epoch"], callbacks=[_Save()],
-                  verbose=1 if progress else 2)
-    pool.shutdown(wait=False)
+        callbacks = [
+            BleuMonitor(ValidationBleu(decoder.step, tokenizer, val_part, config), features_of,
+                        "fine-tuning epoch"),
+            EpochCheckpoint(run_state.fine_tune, "fine_tune", first_epoch=after_epoch,
+                            fields={"after_epoch": after_epoch, "layers": config.fine_tune},
+                            after_save=run_state.write_history),
+        ]
+        if done < config.fine_tune_epochs:
+            joint.fit(train_batches, validation_data=val_batches,
+                      epochs=config.fine_tune_epochs, initial_epoch=done, callbacks=callbacks,
+                      verbose=1 if progress else 2)
     return encoder
 
 
-def read_state(run: Path):
-    """The fine-tuning phase's `checkpoints/fine_tune/state.json`, or None before its first
-    epoch: `epoch` (fine-tuning epochs done), `after_epoch` (the first phase's last epoch
-    when it started), `layers` (the layers unfrozen) and `history` (its rows of
-    `history.csv`)."""
-    path = Path(run) / "checkpoints" / "fine_tune" / "state.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def _image_batches(cache, images_dir, tokenizer, config, strategy, decoder, encoder,
+                   done: int):
+    """`make(part, shuffle)`: the `CaptionBatches` of a part of the captions table, its
+    images decoded at the encoder's input size, in global batches."""
+    size = int(encoder.inputs[0].shape[1])
+    length = int(decoder.training.inputs[1].shape[1]) + 1
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+
+    def make(part, shuffle: bool) -> CaptionBatches:
+        part = part[tokenizer.keep_mask(part["caption"].tolist())]
+        return CaptionBatches.from_images(
+            images_dir, part["image"], tokenizer.to_matrix(part["caption"].tolist(), length),
+            global_batch, size, seed=config.seed, epoch=done, shuffle=shuffle,
+            drop_remainder=is_tpu(strategy), stream=_SHUFFLE_STREAM)
+
+    return make
 
 
-def _stale(state, config, after_epoch) -> str | None:
-    """Why a fine-tuning checkpoint no longer fits the run, or None when it does."""
-    if state.get("after_epoch", after_epoch) != after_epoch:
-        return (f"the first phase trained on to epoch {after_epoch} since fine-tuning started "
-                f"after epoch {state['after_epoch']}")
-    if state.get("layers", config.fine_tune) != config.fine_tune:
-        return (f"fine-tuning started with {state['layers']} unfrozen layers, now "
-                f"{config.fine_tune}")
-    return None
+def _finished_epochs(run_state: RunState, after_epoch: int) -> int:
+    """The fine-tuning epochs a resumed run has done (0 for a new or stale phase)."""
+    state = run_state.fine_tune.state()
+    reason = state and run_state.fine_tune_stale(state, after_epoch)
+    if reason:
+        logger.info("Fine-tuning starts over: %s.", reason)
+        run_state.fine_tune.clear()
+        return 0
+    return int(state["epoch"]) if state else 0
 
 
-def history_rows(run: Path, config, after_epoch: int) -> list[dict]:
-    """The fine-tuning phase's `history.csv` rows, or none when its checkpoint is stale
-    (see `fine_tune`'s `after_epoch`) or absent."""
-    state = read_state(run)
-    if not state or _stale(state, config, after_epoch):
-        return []
-    return state["history"]
-
+def _joint_model(cache, decoder, config):
+    """The cache's encoder, its top layers unfrozen, joined to the decoder's training model
+    (pixels + caption in, logits out) and compiled: `(joint, encoder, unfrozen layers)`."""
+    encoder = keras.saving.load_model(cache.path / "encoder.hdf5", safe_mode=True,
+                                      compile=False)
+    unfrozen = unfreeze_top(encoder, config.fine_tune)
+    size = int(encoder.inputs[0].shape[1])
+    pixels = keras.Input((size, size, 3), name="image")
+    tokens = keras.Input(tuple(decoder.training.inputs[1].shape[1:]), dtype="int32",
+                         name="tokens")
+    logits = decoder.training([encoder(pixels, training=False), tokens])
+    joint = keras.Model([pixels, tokens], logits, name="fine_tune")
+    compile_for_captions(joint, make_optimizer(config.fine_tune_learning_rate,
+                                               config.clipnorm))
+    return joint, encoder, unfrozen

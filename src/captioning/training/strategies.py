@@ -8,14 +8,11 @@ get static shapes (`drop_remainder`).
 
 from __future__ import annotations
 
-import logging
 import os
 
-from captioning.errors import CaptioningError, ConfigError
-
-logger = logging.getLogger("captioning")
-
-STRATEGIES = ("auto", "none", "mirrored", "tpu")
+from captioning.config import STRATEGIES
+from captioning.errors import CaptioningError
+from captioning.utils.checks import check_choice
 
 
 def make_strategy(name: str = "auto", tpu: str | None = None):
@@ -29,11 +26,14 @@ def make_strategy(name: str = "auto", tpu: str | None = None):
 
     Returns:
         A `tf.distribute.Strategy`.
+
+    Raises:
+        ConfigError: `name` is not one of `STRATEGIES`.
+        CaptioningError: `"tpu"` without a TPU.
     """
+    check_choice("strategy", name, STRATEGIES)
     import tensorflow as tf
 
-    if name not in STRATEGIES:
-        raise ConfigError(f"strategy must be one of {list(STRATEGIES)}, got {name!r}")
     if name == "auto":
         if tpu or os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR"):
             name = "tpu"
@@ -69,4 +69,5 @@ def tpu_resolver(tpu: str | None = None):
 
 
 def is_tpu(strategy) -> bool:
+    """Whether `strategy` runs on TPUs (which need static shapes: `drop_remainder`)."""
     return strategy.__class__.__name__.startswith("TPUStrategy")

@@ -1,0 +1,195 @@
+"""Self-critical sequence training (SCST): REINFORCE with the CIDEr-D of sampled captions.
+
+For each batch of training images, `ScstTrainer.step` samples K captions per image
+(`captioning.models.sampling.CaptionSampler`, one compiled call), scores each against its
+image's training references with CIDEr-D (`captioning.text.cider.CiderD`, document
+frequencies from the training references), and subtracts a baseline: the mean reward of the
+image's other K-1 samples (`"mean"`, the "new SCST" variant) or the reward of its greedy
+caption (`"greedy"`, Rennie et al.). It then takes one gradient step of
+
+    loss = -sum_t advantage * log p(w_t) / tokens        (padding masked)
+
+REINFORCE on fixed samples is a cross-entropy on them weighted by the advantage, so the step
+is the teacher-forcing model's own `train_on_batch` on `(features, sampled tokens in) ->
+sampled tokens out` with `sample_weight = advantage x token mask`: the stock Keras trainer
+on TensorFlow and on JAX (Keras takes negative weights as they are). The captions are
+sampled without dropout and scored with it, as the training model runs in training mode.
+
+`scst_epoch` runs one epoch in an order fixed by the seed and the epoch, and reseeds the
+sampler from them, so a resumed run samples what an uninterrupted one would have (up to the
+weights it resumed from). `train_scst` is a small driver over epochs. Neither knows about
+run folders, checkpoints or the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import keras
+import numpy as np
+
+from captioning.config import SCST_BASELINES
+from captioning.models.sampling import CaptionSampler, teacher_forcing
+from captioning.text.cider import CiderD
+from captioning.training.objective import make_optimizer
+from captioning.utils.checks import check_choice, check_int
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ScstStep:
+    """What one SCST step measured (means over the batch's samples)."""
+
+    reward: float
+    baseline: float
+    loss: float
+    greedy_reward: float | None = None
+
+
+class ScstTrainer:
+    """The state of an SCST phase: the sampler, the CIDEr-D scorer, the compiled model.
+
+    Args:
+        decoder: the `Decoder` from `build_decoder` (its `training` and `step` models share
+            weights; the trained weights loaded).
+        tokenizer: the run's tokenizer.
+        references: one list of caption strings per training image, in the order of
+            `features`; they are the rewards' references and give the document frequencies.
+        features: the training images' features: an array `(images, *feature_shape)` (a
+            memory map will do) or a function `features(indices) -> array`.
+        config: the run's `CaptionConfig` (`scst_samples`, `scst_baseline`,
+            `scst_learning_rate`, `batch_size` images per step, `max_decode_length`,
+            `clipnorm`, `seed`).
+        optimizer: the optimizer; default Adam at `scst_learning_rate`, clipped by
+            `clipnorm`. The training model is compiled with it (its cross-entropy phase
+            compilation is replaced).
+    """
+
+    def __init__(self, decoder, tokenizer, references, features, config, *, optimizer=None):
+        check_int("scst_samples", config.scst_samples, 2)
+        check_choice("scst_baseline", config.scst_baseline, SCST_BASELINES)
+        self.decoder, self.tokenizer, self.config = decoder, tokenizer, config
+        self.samples, self.baseline = int(config.scst_samples), config.scst_baseline
+        self.features = features if callable(features) else (lambda index: features[index])
+        self.num_images = len(references)
+        if self.num_images == 0:
+            raise ValueError("SCST needs training images; the references list is empty")
+        corpus = [tokenizer.encode(list(captions), add_markers=False) for captions in references]
+        self.scorer = CiderD(corpus, start_id=tokenizer.start_id, end_id=tokenizer.end_id,
+                             pad_id=tokenizer.pad_id, vocab_size=tokenizer.vocab_size)
+        self.steps = int(decoder.training.inputs[1].shape[1])
+        self.sampler = CaptionSampler(
+            decoder.step, start_id=tokenizer.start_id, end_id=tokenizer.end_id,
+            pad_id=tokenizer.pad_id, max_length=min(config.max_decode_length, self.steps),
+            seed=config.seed)
+        compile_for_scst(decoder.training, optimizer or make_optimizer(
+            config.scst_learning_rate, config.clipnorm))
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """The image indices of each step of `epoch` (from 1), in an order fixed by the
+        seed and the epoch."""
+        order = np.random.default_rng([self.config.seed, 7, epoch]).permutation(self.num_images)
+        size = self.config.batch_size
+        return [order[i:i + size] for i in range(0, self.num_images, size)]
+
+    def reseed(self, epoch: int) -> None:
+        """Sets the sampler's random state from the seed and the epoch."""
+        words = np.random.SeedSequence([self.config.seed, epoch]).generate_state(2)
+        state = self.sampler.seed_generator.state
+        state.assign(np.asarray(words % (2 ** 31 - 1), dtype=state.dtype))
+
+    def step(self, images) -> ScstStep:
+        """One SCST step on the training images at positions `images`."""
+        images = np.asarray(images)
+        k = self.samples
+        features = np.asarray(self.features(images), np.float32)
+        samples = self.sampler.sample(features, k)
+        each = np.repeat(images, k)
+        rewards = self.scorer.score(samples.ids, each)  # (B * K,)
+        greedy_reward = None
+        if self.baseline == "greedy":
+            greedy = self.scorer.score(self.sampler.greedy(features).ids, images)
+            baseline, greedy_reward = np.repeat(greedy, k), float(greedy.mean())
+        else:
+            per_image = rewards.reshape(-1, k)
+            baseline = ((per_image.sum(axis=1, keepdims=True) - per_image) / (k - 1)).ravel()
+        tokens_in, tokens_out = teacher_forcing(samples, self.tokenizer.start_id, self.steps)
+        weights = (rewards - baseline)[:, None] * (tokens_out != self.tokenizer.pad_id)
+        loss = self.decoder.training.train_on_batch(
+            [np.repeat(features, k, axis=0), tokens_in], tokens_out,
+            sample_weight=weights.astype(np.float32))
+        return ScstStep(reward=float(rewards.mean()), baseline=float(baseline.mean()),
+                        loss=float(np.asarray(loss).ravel()[0]), greedy_reward=greedy_reward)
+
+
+def compile_for_scst(model: keras.Model, optimizer) -> None:
+    """Compiles a teacher-forcing model (logits out) for SCST steps: the cross-entropy with
+    padding (id 0) ignored, to be weighted by the advantages; no metrics (they would be
+    weighted too)."""
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, ignore_class=0))
+
+
+def scst_epoch(trainer: ScstTrainer, epoch: int, *, progress: bool = False) -> dict:
+    """One SCST epoch over every training image.
+
+    Args:
+        trainer: the phase's `ScstTrainer`.
+        epoch: the epoch's number in the phase (from 1); it fixes the image order and the
+            sampler's seed.
+        progress: show a Keras progress bar.
+
+    Returns:
+        The epoch's logs: `reward` (mean CIDEr-D of the samples), `baseline`, `loss`,
+        `greedy_reward` (with the greedy baseline), `learning_rate`.
+    """
+    check_int("epoch", epoch, 1)
+    trainer.reseed(epoch)
+    batches = trainer.batches(epoch)
+    bar = keras.utils.Progbar(len(batches), stateful_metrics=("reward",)) if progress else None
+    totals, count = {}, 0
+    for index, images in enumerate(batches):
+        measured = dataclasses.asdict(trainer.step(images))
+        weight = len(images)
+        for name, value in measured.items():
+            if value is not None:
+                totals[name] = totals.get(name, 0.0) + value * weight
+        count += weight
+        if bar is not None:
+            bar.update(index + 1, [("reward", measured["reward"]), ("loss", measured["loss"])])
+    logs = {name: value / count for name, value in totals.items()}
+    logs["learning_rate"] = _learning_rate(trainer.decoder.training.optimizer)
+    logger.info("SCST epoch %d: mean CIDEr-D reward %.4f (baseline %.4f), loss %.4f", epoch,
+                logs["reward"], logs["baseline"], logs["loss"])
+    return logs
+
+
+def train_scst(decoder, tokenizer, references, features, config, *, first_epoch: int = 1,
+               progress: bool = False, on_epoch_end=None) -> list[dict]:
+    """Runs SCST epochs `first_epoch..config.scst_epochs` (see `ScstTrainer` for the
+    arguments).
+
+    Args:
+        first_epoch: the first epoch to run (after a resume, the last finished one + 1).
+        progress: show a progress bar per epoch.
+        on_epoch_end: called as `on_epoch_end(epoch, logs)` after each epoch (validation,
+            checkpoint); may add to `logs`.
+
+    Returns:
+        The logs of the epochs run, in order.
+    """
+    check_int("first_epoch", first_epoch, 1)
+    trainer = ScstTrainer(decoder, tokenizer, references, features, config)
+    history = []
+    for epoch in range(first_epoch, config.scst_epochs + 1):
+        logs = scst_epoch(trainer, epoch, progress=progress)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, logs)
+        history.append(logs)
+    return history
+
+
+def _learning_rate(optimizer) -> float:
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))

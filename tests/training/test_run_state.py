@@ -1,0 +1,127 @@
+"""The run state of both phases: checkpoints written whole, history.csv derived from them."""
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from captioning.training.run_state import (
+    HISTORY_COLUMNS,
+    PhaseCheckpoint,
+    RunState,
+    history_row,
+)
+from tests.helpers import tiny_config
+
+
+def _model(value=0.0):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.set_weights([np.full((2, 1), value, np.float32), np.zeros(1, np.float32)])
+    return model
+
+
+def _row(epoch, phase="frozen", loss=1.0):
+    return history_row(epoch, phase, {"loss": loss, "masked_accuracy": 0.5}, 1e-3)
+
+
+def test_a_history_row_has_the_history_columns():
+    row = history_row(3, "fine_tune", {"loss": 2.0, "masked_accuracy": 0.25, "val_loss": 2.5,
+                                       "val_masked_accuracy": 0.2, "val_bleu_4": 0.1}, 1e-4)
+    assert tuple(row) == HISTORY_COLUMNS
+    assert row == {"epoch": 3, "loss": 2.0, "accuracy": 0.25, "val_loss": 2.5,
+                   "val_accuracy": 0.2, "val_bleu_4": 0.1, "learning_rate": 1e-4,
+                   "phase": "fine_tune"}
+    assert history_row(1, "frozen", {"loss": 1.0}, 1e-3)["val_loss"] is None
+
+
+def test_a_phase_keeps_the_last_and_the_best_epoch_only(tmp_path):
+    checkpoint = PhaseCheckpoint(tmp_path / "checkpoints", keep_best=True)
+    assert checkpoint.state() is None
+    checkpoint.save(_model(1.0), 1, _row(1), best_score=0.5)
+    checkpoint.save(_model(2.0), 2, _row(2))
+    state = checkpoint.save(_model(3.0), 3, _row(3), stopped=True)
+    assert sorted(p.name for p in checkpoint.folder.iterdir()) == [
+        "best-0001.weights.h5", "epoch-0003.weights.h5", "state.json"]
+    assert state == checkpoint.state()
+    assert (state["epoch"], state["best_epoch"], state["best_score"]) == (3, 1, 0.5)
+    assert state["stopped"] is True
+    assert [row["epoch"] for row in state["history"]] == [1, 2, 3]
+    model = _model()
+    model.load_weights(checkpoint.best_weights())
+    assert model.get_weights()[0][0, 0] == 1.0
+    model.load_weights(checkpoint.weights(3))
+    assert model.get_weights()[0][0, 0] == 3.0
+
+
+def test_a_phase_continued_from_an_earlier_epoch_drops_the_later_rows(tmp_path):
+    checkpoint = PhaseCheckpoint(tmp_path)
+    for epoch in (1, 2, 3):
+        checkpoint.save(_model(), epoch, _row(epoch))
+    state = checkpoint.save(_model(), 2, _row(2, loss=0.5))
+    assert [(row["epoch"], row["loss"]) for row in state["history"]] == [(1, 1.0), (2, 0.5)]
+    assert sorted(p.name for p in tmp_path.glob("*.weights.h5")) == ["epoch-0002.weights.h5"]
+
+
+def test_a_phase_that_starts_over_forgets_its_state_and_weights(tmp_path):
+    checkpoint = PhaseCheckpoint(tmp_path / "fine_tune")
+    checkpoint.save(_model(), 1, _row(3, "fine_tune"), after_epoch=2, layers=4)
+    checkpoint.clear()
+    assert checkpoint.state() is None
+    assert list(checkpoint.folder.iterdir()) == []
+
+
+def test_a_failed_save_leaves_the_last_state_whole(tmp_path, monkeypatch):
+    from captioning.errors import CaptioningError
+
+    checkpoint = PhaseCheckpoint(tmp_path)
+    checkpoint.save(_model(), 1, _row(1))
+    before = (tmp_path / "state.json").read_text()
+
+    def full_disk(self, path, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_disk)
+    with pytest.raises(CaptioningError, match="epoch-0002.weights.h5.*No space left.*free"):
+        checkpoint.save(_model(), 2, _row(2))
+    assert (tmp_path / "state.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0001.weights.h5",
+                                                          "state.json"]
+
+
+def _fine_tune_state(run, **state):
+    folder = run / "checkpoints" / "fine_tune"
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps(state))
+
+
+def test_a_fine_tuning_checkpoint_after_another_first_phase_epoch_is_stale(tmp_path):
+    rows = [{"epoch": 3, "phase": "fine_tune", "loss": 1.0}]
+    _fine_tune_state(tmp_path, epoch=1, after_epoch=2, layers=4, history=rows)
+    state = RunState(tmp_path, tiny_config(fine_tune=4))
+    assert state.fine_tune_rows(2) == rows
+    assert state.fine_tune_rows(5) == []  # the first phase went on
+    assert "to epoch 5" in state.fine_tune_stale(state.fine_tune.state(), 5)
+    other_layers = RunState(tmp_path, tiny_config(fine_tune=2))
+    assert other_layers.fine_tune_rows(2) == []
+    assert "4 unfrozen layers, now 2" in other_layers.fine_tune_stale(
+        other_layers.fine_tune.state(), 2)
+
+
+def test_history_csv_lists_both_phases_in_order(tmp_path):
+    run = RunState(tmp_path, tiny_config(fine_tune=2))
+    assert run.write_history().empty
+    assert not (tmp_path / "history.csv").exists()  # no epoch finished yet
+    run.frozen.save(_model(), 1, _row(1), best_score=0.1)
+    run.frozen.save(_model(), 2, _row(2))
+    run.fine_tune.save(_model(), 1, _row(3, "fine_tune"), after_epoch=2, layers=2)
+    history = run.write_history()
+    written = pd.read_csv(tmp_path / "history.csv")
+    assert list(written.columns) == list(HISTORY_COLUMNS)
+    assert list(written["epoch"]) == [1, 2, 3]
+    assert list(written["phase"]) == ["frozen", "frozen", "fine_tune"]
+    columns = ["epoch", "loss", "accuracy", "learning_rate", "phase"]
+    pd.testing.assert_frame_equal(history[columns], written[columns], check_dtype=False)
+    # Without fine-tuning in the config, only the first phase counts.
+    assert list(RunState(tmp_path, tiny_config()).history()["epoch"]) == [1, 2]
