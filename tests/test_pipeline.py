@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import ENCODER, IMAGE_SIZE, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.pipeline]  # CI runs these under JAX too
 
 MAIN_FILE = {"csv": "captions.csv", "flickr8k": "Flickr8k.token.txt"}
 

@@ -159,3 +159,23 @@ def test_show_attention_errors(image_file):
         show_attention(image_file, ["a", "b"], np.ones((1, 4)))
     with pytest.raises(ConfigError, match="attention"):
         show_attention(image_file, ["a"], None)
+
+
+def test_vietnamese_titles_draw_without_missing_glyphs(recwarn):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    words = "một người đàn ông đang chơi quần vợt".split()
+    figure = show_attention(np.zeros((32, 32, 3)), words, np.full((len(words), 4), 0.25))
+    FigureCanvasAgg(figure).draw()
+    assert [ax.get_title() for ax in figure.axes] == words
+    assert not [w for w in recwarn if "missing from" in str(w.message)]
+
+
+def test_glyphs_no_font_has_are_named_in_a_warning(caplog):
+    from captioning.plots import _font_for
+
+    assert _font_for(["một người"]) == {}
+    with caplog.at_level("WARNING", logger="captioning.plots"):
+        font = _font_for(["\U0001d11e\U000e0001"])  # a musical symbol and a tag character
+    assert font["fontfamily"][0] == "DejaVu Sans"
+    assert "No installed font has the glyphs" in caplog.text

@@ -1,10 +1,11 @@
 """`python -m captioning <command>`: the pipeline from a shell.
 
-Commands: `synthetic`, `cache`, `train`, `evaluate`, `caption`, `export`. Results go to
-stdout; progress, INFO lines and warnings to stderr (`-q` before the command keeps warnings
-only). A mistake the user can fix (bad path, bad image, bad file, mismatched release) prints
-one line and exits 2 (`caption` exits 1 when only some images failed); nothing prints a
-traceback for those. `train`'s flags are made from `CaptionConfig`'s fields, one each.
+Commands: `synthetic`, `download`, `cache`, `train`, `evaluate`, `caption`, `export`. Results
+go to stdout; progress, INFO lines and warnings to stderr (`-q` before the command keeps
+warnings only). A mistake the user can fix (bad path, bad image, bad file, mismatched
+release) prints one line and exits 2 (`caption` exits 1 when only some images failed);
+nothing prints a traceback for those. `train`'s flags are made from `CaptionConfig`'s
+fields, one each.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import sys
 from pathlib import Path
 
 from captioning.errors import CaptioningError, ConfigError
+from captioning.utils.backends import check_backend
 from captioning.utils.flags import add_field_flags, int_at_least
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
+# The keys of `captioning.data.downloads.DOWNLOADS` (a test keeps them equal), written here
+# so that parsing the arguments does not import the data package.
+DOWNLOADABLE = ("flickr8k", "coco", "karpathy")
 
 
 def _quiet_backends():
@@ -54,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int_at_least(32), default=128)
     p.add_argument("--shapes", type=int, default=1, choices=(1, 2, 3),
                    help="shapes per image; 2 or 3 name relative positions (for attention)")
+
+    p = commands.add_parser("download", help="download and unpack Flickr8k, COCO 2014 or the "
+                            "Karpathy split files (resumable; safe to run again)")
+    p.add_argument("dataset", choices=DOWNLOADABLE,
+                   help="flickr8k (~1 GB), coco (~20 GB: train2014, val2014, the official "
+                   "captions and the Karpathy splits) or karpathy (the split files alone)")
+    p.add_argument("--out", required=True, help="data folder to unpack into")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds without a byte before a connection counts as dropped")
 
     p = commands.add_parser("cache", help="run the encoder over every image once")
     p.add_argument("--format", choices=CAPTION_FORMATS)
@@ -100,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", help="write the captions as COCO results JSON")
     p.add_argument("--per-image", help="write each image's caption and references as CSV")
     p.add_argument("--beam", type=int_at_least(1), default=1, help="beam width (1: greedy)")
+    _add_decoding_flags(p)
     spice = p.add_mutually_exclusive_group()
     spice.add_argument("--spice", dest="spice", action="store_true", default=True,
                        help="SPICE when it can run (the default; needs Stanford CoreNLP)")
@@ -115,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int_at_least(1), default=1, help="beam width (1: greedy)")
     p.add_argument("--top", type=int_at_least(1), default=1,
                    help="print the K best beams with scores (beam search of width >= K)")
+    _add_decoding_flags(p)
     p.add_argument("--batch-size", type=int_at_least(1), default=32)
     p.add_argument("--encoder", help="an Encoder.hdf5 (with --decoder and --tokenizer): this "
                    "project's files or the earlier Keras project's (needs tf-keras)")
@@ -126,6 +142,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default="saved_models")
     p.add_argument("--tokenizer-dir", default="tokenizer")
     return parser
+
+
+def _add_decoding_flags(parser) -> None:
+    """`--length-penalty` and `--block-ngram-repeat`; None (not given): the release's."""
+    parser.add_argument("--length-penalty", type=_non_negative_number, metavar="ALPHA",
+                        help="beam search ranks finished captions by log_prob / length ** "
+                        "ALPHA (GNMT; 0: by log-probability; larger: longer captions); "
+                        "default: the release's (0.7 unless trained otherwise)")
+    parser.add_argument("--block-ngram-repeat", type=int_at_least(0), metavar="N",
+                        help="no N consecutive words twice in a caption (greedy and beam); "
+                        "0 allows repeats; default: the release's (0 unless trained otherwise)")
+
+
+def _non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
 
 
 # Commands that run TensorFlow, imported with its C++ start-up lines kept off stderr.
@@ -154,8 +191,10 @@ def main(argv=None) -> int:
     try:
         with show_logs(logging.DEBUG if args.verbose else logging.INFO, quiet=args.quiet_logs):
             _check_release_first(args)
-            if args.command in _TF_COMMANDS and not args.verbose:
-                _import_tensorflow_quietly()
+            if args.command in _TF_COMMANDS:
+                check_backend()
+                if not args.verbose:
+                    _import_tensorflow_quietly()
             return COMMANDS[args.command](args)
     except CaptioningError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
@@ -180,12 +219,12 @@ def _check_release_first(args):
 
 
 def _import_tensorflow_quietly():
-    """Imports TensorFlow and Keras, and lets TensorFlow look for its devices, with their C++
-    start-up lines (oneDNN notes, CUDA probes, `failed call to cuInit` on a machine without
+    """Imports Keras and its backend (TensorFlow or JAX), and lets the backend look for its
+    devices, with their C++ start-up lines (oneDNN notes, CUDA probes, `failed call to cuInit` on a machine without
     a GPU) off stderr: they are written before logging is set up, whatever
     `TF_CPP_MIN_LOG_LEVEL` the process sets for itself. They are shown when this fails;
     `python -m captioning -v ...` shows them always."""
-    if "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules or "keras" in sys.modules:
         return
     import tempfile
 
@@ -197,10 +236,16 @@ def _import_tensorflow_quietly():
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import keras  # noqa: F401
-            import tensorflow
+            import keras
 
-            tensorflow.config.list_physical_devices()
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow
+
+                tensorflow.config.list_physical_devices()
+            elif keras.backend.backend() == "jax":
+                import jax
+
+                jax.devices()
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -234,21 +279,25 @@ def _synthetic(args) -> int:
 
 
 def _read_table(args):
-    from captioning.data.captions import read_captions
-    from captioning.data.splits import DEFAULT_SPLIT_FRACTIONS
-    from captioning.data.table import check_images
+    from captioning.data.dataset import read_dataset
 
-    paths = args.captions if len(args.captions) > 1 else args.captions[0]
-    options = {}
-    if args.format == "karpathy":
-        options["fold_restval"] = not args.no_restval
-    if args.format == "coco":
-        options["images_dir"] = args.images  # train2014/, val2014/ under it, or the images
-    # A source without splits (an own CSV, Flickr30k) gets 80/10/10 by image, logged.
-    table = read_captions(paths, format=args.format, split_fractions=DEFAULT_SPLIT_FRACTIONS,
-                          **options)
-    table, _ = check_images(table, args.images, strict=args.strict)
+    # As notebook 01 reads it: 80/10/10 for a source without splits, COCO folders.
+    table, _ = read_dataset(args.captions, args.format, args.images, strict=args.strict,
+                            fold_restval=not args.no_restval)
     return table
+
+
+def _download(args) -> int:
+    from captioning.data.downloads import download_dataset
+
+    progress = sys.stderr.isatty() and not args.quiet_logs
+    found = download_dataset(args.dataset, args.out, timeout=args.timeout, progress=progress)
+    for key, value in zip(found._fields, found):
+        print(f"{key}\t{value}")
+    logging.getLogger("captioning.cli").info(
+        "Next: python -m captioning cache --format %s --captions %s --images %s --out CACHE",
+        found.format, found.captions_file, found.images_dir)
+    return EXIT_OK
 
 
 def _shard_arg(text: str) -> tuple:
@@ -313,13 +362,15 @@ def _evaluate(args) -> int:
 
     scores = evaluate_release(args.release, args.cache, split=args.split, beam=args.beam,
                               predictions_path=args.predictions, per_image_path=args.per_image,
-                              spice=args.spice)
-    Path(args.json).write_text(json.dumps(scores, indent=2) + "\n")
+                              spice=args.spice, length_penalty=args.length_penalty,
+                              block_ngram_repeat=args.block_ngram_repeat)
+    Path(args.json).write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n",
+                               encoding="utf-8")
     if args.record:
         from captioning.release.manifest import record_scores
 
         record_scores(args.release, args.split, scores)
-    print(json.dumps(scores))
+    print(json.dumps(scores, ensure_ascii=False))
     return EXIT_OK
 
 
@@ -337,6 +388,10 @@ def _caption(args) -> int:
         raise ConfigError("--encoder, --decoder and --tokenizer go together; give all three")
     if any(files_given) and args.release:
         raise ConfigError("give either --release or --encoder/--decoder/--tokenizer, not both")
+    if any(files_given) and (args.length_penalty is not None
+                             or args.block_ngram_repeat is not None):
+        raise ConfigError("--length-penalty and --block-ngram-repeat need a release "
+                          "(--release); with --encoder/--decoder/--tokenizer leave them out")
     if files:
         progress = _show_progress(args, len(files))
         if all(files_given):
@@ -346,7 +401,9 @@ def _caption(args) -> int:
                                          beam=max(args.beam, args.top), top=args.top,
                                          batch_size=args.batch_size, progress=progress)
         else:
-            captioner = Captioner.load(args.release, batch_size=args.batch_size)
+            captioner = Captioner.load(args.release, batch_size=args.batch_size,
+                                       length_penalty=args.length_penalty,
+                                       block_ngram_repeat=args.block_ngram_repeat)
             results = captioner.caption(files, beam=max(args.beam, args.top), top=args.top,
                                         progress=progress)
         for result in results:
@@ -387,7 +444,7 @@ def _print_result(args, image, caption=None, error=None, alternatives=None):
                 record["top"] = [{"caption": c, "score": s} for c, s in alternatives]
         else:
             record["error"] = error
-        print(json.dumps(record), flush=True)
+        print(json.dumps(record, ensure_ascii=False), flush=True)
     elif error is not None:
         print(f"{image}\terror: {' '.join(error.split())}", flush=True)
     elif alternatives:
@@ -406,5 +463,5 @@ def _export(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"synthetic": _synthetic, "cache": _cache, "train": _train, "evaluate": _evaluate,
-            "caption": _caption, "export": _export}
+COMMANDS = {"synthetic": _synthetic, "download": _download, "cache": _cache, "train": _train,
+            "evaluate": _evaluate, "caption": _caption, "export": _export}

@@ -24,9 +24,11 @@ from captioning.utils.checks import (
     is_int,
     is_number,
 )
-from captioning.utils.files import atomic_write_text
+from captioning.utils.files import atomic_write_json
 
-# Keras' Tokenizer default without `<` and `>`, so markers such as `<sos>` survive.
+# Keras' Tokenizer default without `<` and `>`, so markers such as `<sos>` survive: the ASCII
+# punctuation and symbols but `'`, `<` and `>`, plus tab and newline. Letters of every script
+# with their accents and tone marks, digits and non-ASCII punctuation are kept.
 DEFAULT_FILTERS = '!"#$%&()*+,-./:;=?@[\\]^_`{|}~\t\n'
 
 ENCODERS = ("inception_v3", "vgg16", "resnet50", "mobilenet_v2", "inception_v3_mixed2")
@@ -36,7 +38,7 @@ CONDITIONINGS = ("init_state", "first_input", "every_step", "attention")
 LR_SCHEDULES = ("constant", "cosine")
 DTYPES = ("float16", "float32")
 LONG_CAPTION_POLICIES = ("truncate", "drop")
-STRATEGIES = ("auto", "none", "mirrored", "tpu")
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel")
 SCST_BASELINES = ("mean", "greedy")
 CAPTION_FORMATS = ("coco", "flickr8k", "karpathy", "csv")  # what `read_captions` reads
 SYNTHETIC_FORMATS = ("csv", "flickr8k", "coco")  # what `make_dataset` writes
@@ -72,7 +74,8 @@ class CaptionConfig:
     lower: bool = _setting(True, "lower-case the captions (--no-lower keeps their "
                            "upper-case letters)")
     filters: str = _setting(DEFAULT_FILTERS, "characters removed from the captions (default: "
-                            "Keras' punctuation filter without < and >); '' keeps every "
+                            "ASCII punctuation but ' < and >, as Keras' filter without < and >; "
+                            "letters of any script and their accents are kept); '' keeps every "
                             "character")
     remove_articles: bool = _setting(False, "drop a/an/the, as one earlier Keras project did")
     start_token: str = _setting("<start>", "the marker put before every caption")
@@ -115,7 +118,9 @@ class CaptionConfig:
                                          "previous word, in [0, 1)")
     val_images: int = _setting(200, "validation images greedy-decoded each epoch for "
                                "val_bleu_4")
-    strategy: str = _setting("none", "tf.distribute strategy", STRATEGIES)
+    strategy: str = _setting("none", "devices to train on: mirrored, multi_worker (TF_CONFIG), "
+                             "tpu are tf.distribute (TensorFlow); data_parallel is "
+                             "keras.distribution (JAX); auto picks", STRATEGIES)
 
     # --- fine-tuning: a second phase from images, the top CNN layers unfrozen ---
     fine_tune: int = _setting(0, "then train from images with the top N CNN layers unfrozen; "
@@ -203,15 +208,15 @@ class CaptionConfig:
         return cls(**values)
 
     def save(self, path) -> None:
-        """Writes the settings to `path` as JSON."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", error=ConfigError)
+        """Writes the settings to `path` as readable UTF-8 JSON (no `\\u` escapes)."""
+        atomic_write_json(path, self.to_dict(), error=ConfigError)
 
     @classmethod
     def load(cls, path) -> "CaptionConfig":
         """Reads a config saved by `save` (or written by hand); the file is named in errors."""
         try:
-            values = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ConfigError(f"{path}: cannot read the config ({error})") from None
         try:
             return cls.from_dict(values)

@@ -6,6 +6,11 @@ CI, a test) as in a notebook. In Jupyter or Colab a returned figure is displayed
 the cell's last expression (with the inline backend, `%matplotlib inline`); anywhere it can
 be saved with `figure.savefig("name.png")`, which renders through Agg and needs no display.
 
+Captions and words in any script are drawn with their accents and tone marks: matplotlib's
+default font (DejaVu Sans) has the glyphs of Latin (Vietnamese included), Greek and Cyrillic;
+for characters it lacks (CJK, Thai, ...), installed fonts that have them are added as
+fallbacks, and a warning names the characters that no installed font can draw.
+
 Example:
 >>> from captioning.plots import plot_history, show_captions          # doctest: +SKIP
 >>> plot_history("runs/demo/history.csv").savefig("curves.png")      # doctest: +SKIP
@@ -14,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
 import textwrap
@@ -24,12 +31,15 @@ from matplotlib.figure import Figure
 
 from captioning.errors import CaptioningError, ConfigError
 
+logger = logging.getLogger(__name__)
 __all__ = ["plot_history", "show_captions", "show_attention"]
 
 _PANEL_INCHES = 3.2
 _TITLE_WIDTH = 32  # characters per title line before wrapping
 _ERROR_COLOUR = "tab:red"
 _PLACEHOLDER = np.full((8, 8, 3), 0.85)  # light grey, shown where an image cannot be read
+# Fonts whose glyphs are placeholders (boxes), never a fallback.
+_PLACEHOLDER_FONTS = ("Last Resort",)
 
 
 def plot_history(history) -> Figure:
@@ -114,6 +124,7 @@ def show_captions(results, ncols: int = 4) -> Figure:
         raise ConfigError(f"ncols must be a positive integer, got {ncols!r}")
     cols = min(ncols, len(items))
     rows = math.ceil(len(items) / cols)
+    font = _font_for([str(caption) for _, caption, _ in items])
     figure = Figure(figsize=(cols * _PANEL_INCHES, rows * (_PANEL_INCHES + 0.4)),
                     layout="constrained")
     for index, (image, caption, error) in enumerate(items):
@@ -130,7 +141,7 @@ def show_captions(results, ncols: int = 4) -> Figure:
             ax.set_title(_wrap(f"error: {' '.join(str(error).split())}"), fontsize=9,
                          color=_ERROR_COLOUR)
         else:
-            ax.set_title(_wrap(caption), fontsize=10)
+            ax.set_title(_wrap(caption), fontsize=10, **font)
     return figure
 
 
@@ -186,6 +197,7 @@ def show_attention(image_path_or_array, words, attention, grid_shape=None, *,
 
     cols = min(ncols, len(words))
     rows = math.ceil(len(words) / cols)
+    font = _font_for(words)
     figure = Figure(figsize=(cols * _PANEL_INCHES * 0.8, rows * _PANEL_INCHES * 0.85),
                     layout="constrained")
     for index, word in enumerate(words):
@@ -195,9 +207,9 @@ def show_attention(image_path_or_array, words, attention, grid_shape=None, *,
                   interpolation="bilinear")
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
-        ax.set_title(word, fontsize=11)
+        ax.set_title(word, fontsize=11, **font)
         ax.set_axis_off()
-    figure.suptitle(_wrap(" ".join(words), 80))
+    figure.suptitle(_wrap(" ".join(words), 80), **font)
     return figure
 
 
@@ -301,3 +313,51 @@ def _grid_shape(regions: int, grid_shape):
 def _wrap(text, width: int = _TITLE_WIDTH) -> str:
     text = "" if text is None else " ".join(str(text).split())
     return "\n".join(textwrap.wrap(text, width)) or " "
+
+
+def _font_for(texts) -> dict:
+    """Text keywords that draw every character of `texts`: `{}` when matplotlib's default
+    font has them all, else `fontfamily` with that font first and then installed fonts that
+    have the missing characters (matplotlib falls back glyph by glyph). Characters no
+    installed font has are named in a warning; they are drawn as boxes."""
+    from matplotlib import font_manager
+
+    default = font_manager.findfont(font_manager.FontProperties())
+    missing = {char for text in texts for char in str(text)
+               if not char.isspace() and ord(char) not in _charmap(default)}
+    if not missing:
+        return {}
+    families = [_family(default)]
+    for entry in font_manager.fontManager.ttflist:
+        if entry.name in families or entry.name.startswith(_PLACEHOLDER_FONTS):
+            continue
+        found = {char for char in missing if ord(char) in _charmap(entry.fname)}
+        if found:
+            families.append(entry.name)
+            missing -= found
+        if not missing:
+            break
+    if missing:
+        logger.warning("No installed font has the glyphs of %s; they are drawn as boxes. "
+                       "Install a font that has them (e.g. fonts-noto-cjk for Chinese and "
+                       "Japanese) and clear matplotlib's font cache.",
+                       " ".join(sorted(missing)[:20]))
+    return {"fontfamily": families}
+
+
+@functools.lru_cache(maxsize=None)
+def _charmap(path: str) -> frozenset:
+    """The code points a font file has glyphs for (empty when it cannot be read)."""
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+@functools.lru_cache(maxsize=None)
+def _family(path: str) -> str:
+    from matplotlib.ft2font import FT2Font
+
+    return FT2Font(path).family_name

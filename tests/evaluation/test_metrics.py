@@ -102,7 +102,8 @@ def test_scores_equal_coco_eval_cap(ours, official):
 @needs_java
 def test_result_keys_and_values(ours):
     scores, per_image = ours
-    assert list(scores) == [*metrics.METRIC_KEYS, "nltk_bleu_4", "n_images"]
+    assert list(scores) == [*metrics.METRIC_KEYS, "nltk_bleu_4", "n_images", "tokenizer"]
+    assert scores["tokenizer"] == "ptb"
     assert scores["n_images"] == len(PREDICTIONS)
     assert sorted(per_image) == sorted(PREDICTIONS)
     for name in metrics.METRIC_KEYS:

@@ -163,7 +163,7 @@ def test_words_and_attention_rows_come_from_the_same_ids(captioner, image_paths,
     for step in range(5):
         attention[0, 0, step, step % regions] = 1.0 + step  # the step, readable in the row
 
-    def decode(features, beam=1, length_penalty=0.0):
+    def decode(features, beam=1, length_penalty=0.0, block_ngram_repeat=0):
         return Beams(ids=np.array([[ids]]), scores=np.array([[-1.0]]),
                      log_probs=np.array([[-2.0]]), lengths=np.array([[5]]),
                      attention=attention)
@@ -176,6 +176,55 @@ def test_words_and_attention_rows_come_from_the_same_ids(captioner, image_paths,
     # the rows of steps 0, 2 and 3: the start token's row (step 1) went with it
     np.testing.assert_array_equal(result.attention.max(axis=1), [1.0, 3.0, 4.0])
     assert captioner.words(ids, 5) == (result.words, [0, 2, 3])
+
+
+def repeated_words(caption):
+    words = caption.split()
+    return len(words) - len(set(words))
+
+
+def test_decoding_options_default_to_the_releases(captioner, run):
+    from captioning.release.load import load_release
+
+    config = load_release(run).config
+    assert captioner.length_penalty == config.length_penalty
+    assert captioner.block_ngram_repeat == config.block_ngram_repeat == 0
+
+
+def test_blocking_repeats_on_load_or_per_call(run, captioner, greedy, image_paths, monkeypatch):
+    # the barely trained decoder repeats words, which the blocking must prevent
+    assert any(repeated_words(r.caption) for r in captioner.caption(image_paths, beam=3))
+    blocking = Captioner.load(run, block_ngram_repeat=1)
+    for beam in (1, 3):
+        results = blocking.caption(image_paths, beam=beam, top=beam)
+        for result in results:
+            assert repeated_words(result.caption) == 0, result.caption
+            assert all(repeated_words(text) == 0 for text, _ in result.alternatives)
+        per_call = captioner.caption(image_paths, beam=beam, top=beam, block_ngram_repeat=1)
+        assert [r.alternatives for r in per_call] == [r.alternatives for r in results]
+    # a per-call option leaves the captioner as it was; 0 is today's output
+    assert captioner.block_ngram_repeat == 0
+    assert [r.caption for r in captioner.caption(image_paths, block_ngram_repeat=0)] == [
+        r.caption for r in greedy]
+    # and the options reach the search
+    seen = []
+    real = captioner.search.decode
+    monkeypatch.setattr(captioner.search, "decode",
+                        lambda *args, **kwargs: seen.append(kwargs) or real(*args, **kwargs))
+    captioner.caption(image_paths[:1], beam=2, length_penalty=1.5, block_ngram_repeat=3)
+    captioner.caption(image_paths[:1], beam=2)
+    assert seen == [dict(beam=2, length_penalty=1.5, block_ngram_repeat=3),
+                    dict(beam=2, length_penalty=captioner.length_penalty,
+                         block_ngram_repeat=0)]
+
+
+def test_bad_decoding_options_are_refused(captioner, run, image_paths):
+    with pytest.raises(ConfigError, match="block_ngram_repeat.*-1"):
+        captioner.caption(image_paths[:1], block_ngram_repeat=-1)
+    with pytest.raises(ConfigError, match="length_penalty.*-0.5"):
+        captioner.caption(image_paths[:1], length_penalty=-0.5)
+    with pytest.raises(ConfigError, match="length_penalty"):
+        Captioner.load(run, length_penalty=float("inf"))
 
 
 # ---------------------------------------------------------------------------------------------

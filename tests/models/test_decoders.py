@@ -260,3 +260,78 @@ def test_step_model_with_feature_stats_reloads_from_hdf5(tmp_path):
     want, _ = run_step_model(decoder.step, features, tokens, decoder.state_names)
     got, _ = run_step_model(loaded, features, tokens, decoder.state_names)
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduled sampling: a second pass over the words the first pass predicted.
+
+SAMPLED = [("gru", "init_state"), ("lstm", "attention"), ("gru", "every_step")]
+
+
+def sampled(cell, conditioning, probability=0.5, **changes):
+    return build_decoder(tiny_config(cell, conditioning, scheduled_sampling=probability,
+                                      **changes),
+                         VOCAB, feature_shape(conditioning), sequence_length=STEPS)
+
+
+def test_no_scheduled_sampling_builds_the_teacher_forcing_model():
+    plain = build_decoder(tiny_config(), VOCAB, (DIM,), sequence_length=STEPS)
+    names = [layer.name for layer in plain.training.layers]
+    assert "scheduled_sampling" not in names
+    assert not any(isinstance(layer, captioning.models.layers.ScheduledSampling)
+                   for layer in plain.training.layers)
+    with_sampling = sampled("gru", "init_state")
+    assert [layer.name for layer in with_sampling.training.layers] == names + [
+        "scheduled_sampling"]
+    # the same trainable weights, and the same one-step model
+    assert ([tuple(v.shape) for v in with_sampling.training.trainable_weights]
+            == [tuple(v.shape) for v in plain.training.trainable_weights])
+    assert ([layer.name for layer in with_sampling.step.layers]
+            == [layer.name for layer in plain.step.layers])
+    assert len(with_sampling.step.weights) == len(plain.step.weights)
+
+
+@pytest.mark.parametrize("cell,conditioning", SAMPLED, ids=[c for _, c in SAMPLED])
+def test_with_probability_one_the_inputs_are_the_models_predictions(cell, conditioning):
+    keras.utils.set_random_seed(1)
+    decoder = sampled(cell, conditioning, dropout=0.0)
+    layer = decoder.training.get_layer("scheduled_sampling")
+    inputs_of = keras.Model(decoder.training.inputs, layer.output)
+    features, tokens, _ = random_batch(conditioning, batch=4, seed=13)
+    numpy = keras.ops.convert_to_numpy
+    # outside training (validation, evaluate) the words are the true ones: teacher forcing
+    teacher = numpy(decoder.training([features, tokens], training=False))
+    layer.probability.assign(1.0)
+    assert np.allclose(numpy(decoder.training([features, tokens], training=False)), teacher)
+    fed = numpy(inputs_of([features, tokens], training=True))
+    words = tokens != 0
+    np.testing.assert_array_equal(fed[:, 0], tokens[:, 0])
+    predicted = teacher.argmax(-1)[:, :-1]
+    np.testing.assert_array_equal(fed[:, 1:][words[:, 1:]], predicted[words[:, 1:]])
+    np.testing.assert_array_equal(fed[~words], 0)
+    assert not np.array_equal(fed, tokens)
+    # and the output is the model run on those words
+    got = numpy(decoder.training([features, tokens], training=True))
+    np.testing.assert_allclose(got, numpy(decoder.training([features, fed], training=False)),
+                               rtol=1e-5, atol=1e-5)
+    layer.probability.assign(0.0)
+    np.testing.assert_array_equal(numpy(inputs_of([features, tokens], training=True)), tokens)
+
+
+def test_scheduled_sampling_trains_and_its_step_model_reloads(tmp_path):
+    keras.utils.set_random_seed(0)
+    decoder = sampled("gru", "init_state", probability=0.25)
+    decoder.training.get_layer("scheduled_sampling").probability.assign(0.25)
+    features, tokens, targets = random_batch("init_state")
+    decoder.training.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.
+                             SparseCategoricalCrossentropy(from_logits=True, ignore_class=0))
+    before = decoder.training.evaluate([features, tokens], targets, verbose=0)
+    decoder.training.fit([features, tokens], targets, batch_size=4, epochs=3, verbose=0)
+    assert decoder.training.evaluate([features, tokens], targets, verbose=0) < before
+    path = tmp_path / "Decoder.hdf5"
+    decoder.step.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    assert "scheduled_sampling" not in [layer.name for layer in loaded.layers]
+    want, _ = run_step_model(decoder.step, features, tokens, decoder.state_names)
+    got, _ = run_step_model(loaded, features, tokens, decoder.state_names)
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -10,7 +10,13 @@ import pytest
 
 import captioning.models.layers  # noqa: F401  (registers the custom layers)
 from captioning.errors import ConfigError
-from captioning.models.layers import AttentionRNN, BahdanauAttention, ImagePreprocessing, ZeroState
+from captioning.models.layers import (
+    AttentionRNN,
+    BahdanauAttention,
+    ImagePreprocessing,
+    ScheduledSampling,
+    ZeroState,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -65,6 +71,8 @@ def test_bad_constructor_arguments_raise_config_error():
         AttentionRNN(units=-1)
     with pytest.raises(ConfigError, match="0"):
         ZeroState(0)
+    with pytest.raises(ConfigError, match="-3"):
+        ScheduledSampling(seed=-3)
 
 
 # --------------------------------------------------------------------------- get_config
@@ -75,6 +83,7 @@ LAYERS = {
     "attention_gru": lambda: AttentionRNN("gru", 8, 6, 0.25, name="argru"),
     "attention_lstm": lambda: AttentionRNN("lstm", 8, 6, 0.0, name="arlstm"),
     "zero_state": lambda: ZeroState(5, name="zero"),
+    "scheduled_sampling": lambda: ScheduledSampling(seed=4, name="sampling"),
 }
 
 
@@ -86,7 +95,7 @@ def test_get_config_round_trip(kind):
     assert clone.get_config() == config
     assert type(clone) is type(layer)
     # every constructor argument is kept as an attribute of the same name
-    for key in ("mode", "units", "cell", "attention_units", "dropout"):
+    for key in ("mode", "units", "cell", "attention_units", "dropout", "seed"):
         if key in config:
             assert getattr(clone, key) == getattr(layer, key) == config[key]
     # and the registered name resolves through Keras' own deserialisation
@@ -208,3 +217,42 @@ def test_hdf5_reloads_in_a_fresh_process_after_importing_the_layers_module(tmp_p
     done = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "io.npz")],
                           capture_output=True, text=True, timeout=300)
     assert "RELOADED-OK" in done.stdout, done.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------- scheduled sampling
+
+
+def sampling_inputs(batch=64, steps=6, vocab=9, seed=0):
+    """Tokens (start token 2, then words, padding 0 at the end of some rows) and logits whose
+    argmax at step t is `(t + 5) % vocab`, a word no token equals."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(3, 5, size=(batch, steps)).astype("int32")
+    tokens[:, 0] = 2
+    tokens[::2, steps - 2:] = 0
+    logits = rng.normal(size=(batch, steps, vocab)).astype("float32")
+    for t in range(steps):
+        logits[:, t, (t + 5) % vocab] += 10.0
+    return tokens, logits
+
+
+def test_scheduled_sampling_feeds_the_predicted_words_at_random():
+    tokens, logits = sampling_inputs()
+    predicted = logits.argmax(-1)  # predicted[:, t] is the guess for word t + 1
+    layer = ScheduledSampling(seed=1)
+    numpy = keras.ops.convert_to_numpy
+    mixed = numpy(layer([tokens, logits], training=True))
+    assert mixed.dtype == np.int32 and mixed.shape == tokens.shape
+    np.testing.assert_array_equal(mixed, tokens)  # the probability starts at 0
+    layer.probability.assign(1.0)
+    mixed = numpy(layer([tokens, logits], training=True))
+    words = tokens != 0
+    np.testing.assert_array_equal(mixed[:, 0], 2)  # the start token stays
+    np.testing.assert_array_equal(mixed[:, 1:][words[:, 1:]], predicted[:, :-1][words[:, 1:]])
+    np.testing.assert_array_equal(mixed[~words], 0)  # and padding stays
+    np.testing.assert_array_equal(numpy(layer([tokens, logits], training=False)), tokens)
+    layer.probability.assign(0.5)
+    first, second = (numpy(layer([tokens, logits], training=True)) for _ in range(2))
+    replaced = (first != tokens)[:, 1:][words[:, 1:]]
+    assert 0.35 < replaced.mean() < 0.65, replaced.mean()
+    assert not np.array_equal(first, second)  # new draws at every call
+    assert not layer.trainable_weights

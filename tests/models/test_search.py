@@ -1,6 +1,10 @@
 """Tests for captioning.models.search: the compiled greedy and beam search against plain Python
 reference searches that call the one-step model once per word."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -30,14 +34,14 @@ _STEPS = {}
 
 
 def step_model(cell="gru", conditioning="init_state", end_bias=None, pad_bias=5.0, seed=1,
-               start_bias=0.0):
+               start_bias=0.0, favourite=None):
     """A random one-step decoder with peaky outputs. `pad_bias` makes the padding id the
     most likely word, which the search must never pick (`start_bias` likewise for the start
     token); `end_bias` sets how soon it ends (by default so that some captions end early
-    and others run to the limit)."""
+    and others run to the limit); `favourite` is a word it loves to repeat."""
     if end_bias is None:
         end_bias = 3.0 if conditioning == "attention" else 1.0
-    key = (cell, conditioning, end_bias, pad_bias, seed, start_bias)
+    key = (cell, conditioning, end_bias, pad_bias, seed, start_bias, favourite)
     if key not in _STEPS:
         keras.utils.set_random_seed(seed)
         config = CaptionConfig(cell=cell, conditioning=conditioning, units=16, embedding_dim=8,
@@ -46,6 +50,8 @@ def step_model(cell="gru", conditioning="init_state", end_bias=None, pad_bias=5.
         logits = decoder.step.get_layer("logits")
         kernel, bias = logits.get_weights()
         bias[END], bias[PAD], bias[START] = end_bias, pad_bias, bias[START] + start_bias
+        if favourite is not None:
+            bias[favourite] += 6.0
         logits.set_weights([kernel * 4.0, bias])
         _STEPS[key] = decoder.step
     return _STEPS[key]
@@ -83,12 +89,26 @@ class StepRunner:
         return result.log_probs[0].astype("float64"), result.next_states, attention
 
 
-def reference_greedy(step, features, max_length=MAX_LENGTH):
+def repeats(ids, n):
+    """The words that, appended to `ids`, would make an n-gram of them appear twice."""
+    if n == 0 or len(ids) < n:
+        return set()
+    prefix = tuple(ids[len(ids) - n + 1:])
+    return {ids[j + n - 1] for j in range(len(ids) - n + 1) if tuple(ids[j:j + n - 1]) == prefix}
+
+
+def ngram_counts(ids, n):
+    grams = [tuple(ids[j:j + n]) for j in range(len(ids) - n + 1)]
+    return {gram: grams.count(gram) for gram in grams}
+
+
+def reference_greedy(step, features, max_length=MAX_LENGTH, block=0):
     run = StepRunner(step, features)
     token, states, ids, total = START, run.initial, [], 0.0
     for _ in range(max_length):
         log_probs, states, _ = run(token, states)
         log_probs[[PAD, START]] = -np.inf
+        log_probs[list(repeats(ids, block))] = -np.inf
         token = int(np.argmax(log_probs))
         ids.append(token)
         total += log_probs[token]
@@ -97,12 +117,13 @@ def reference_greedy(step, features, max_length=MAX_LENGTH):
     return ids, total
 
 
-def reference_beam(step, features, k, max_length=MAX_LENGTH, length_penalty=0.0):
+def reference_beam(step, features, k, max_length=MAX_LENGTH, length_penalty=0.0, block=0):
     """Plain beam search with a pool of finished captions (GNMT style), run to the end.
 
     K alive captions ranked by total log-probability; each step takes the 2K best
-    expansions, moves those that end into the pool (scored log_prob / length ** penalty,
-    the K best kept) and keeps the K best others alive. It always runs `max_length` steps
+    expansions (none that repeats a `block`-gram), moves those that end into the pool
+    (scored log_prob / length ** penalty, the K best kept) and keeps the K best others
+    alive. It always runs `max_length` steps
     (no early stop), then the alive captions join the pool. Returns the K best of the pool,
     best first, as (score, log_prob, ids padded to max_length, attention rows)."""
     run = StepRunner(step, features)
@@ -112,8 +133,9 @@ def reference_beam(step, features, k, max_length=MAX_LENGTH, length_penalty=0.0)
         candidates = []
         for log_prob, ids, states, attention in alive:
             log_probs, next_states, weights = run(ids[-1] if ids else START, states)
+            banned = repeats(ids, block) | {PAD, START}
             for word in range(VOCAB):
-                if word not in (PAD, START):
+                if word not in banned:
                     candidates.append((log_prob + log_probs[word], ids + [word], next_states,
                                        attention + [weights]))
         candidates = sorted(candidates, key=lambda c: -c[0])[:2 * k]
@@ -303,3 +325,139 @@ def test_refusals():
         decoder.decode(np.zeros((1, 7), "float32"))
     with pytest.raises(ConfigError, match="max_length"):
         SequenceDecoder(step_model(), start_id=START, end_id=END, max_length=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beams that read well: n-gram blocking and the length penalty.
+
+FAVOURITE = 5
+
+
+def test_the_repeating_decoder_does_repeat_without_blocking():
+    features = random_features("init_state", batch=4, seed=20)
+    decoder = search("gru", "init_state", favourite=FAVOURITE)
+    for beam in (1, 3):
+        off = decoder.decode(features, beam=beam, block_ngram_repeat=0)
+        default = decoder.decode(features, beam=beam)
+        np.testing.assert_array_equal(off.ids, default.ids)
+        np.testing.assert_array_equal(off.scores, default.scores)
+        best = [strip(off.ids[image, 0]) for image in range(4)]
+        assert all(max(ngram_counts(ids, 2).values()) > 1 for ids in best), best
+    for image in range(4):
+        ids, _ = reference_greedy(step_model("gru", "init_state", favourite=FAVOURITE),
+                                  features[image])
+        assert strip(decoder.decode(features, block_ngram_repeat=0).ids[image, 0]) == ids
+
+
+@pytest.mark.parametrize("block", [1, 2, 3])
+def test_blocking_leaves_no_repeated_ngram_in_any_caption(block):
+    features = random_features("init_state", batch=4, seed=20)
+    step = step_model("gru", "init_state", favourite=FAVOURITE)
+    decoder = search("gru", "init_state", favourite=FAVOURITE)
+    for beam in (1, 3):
+        beams = decoder.decode(features, beam=beam, length_penalty=0.7,
+                               block_ngram_repeat=block)
+        for image in range(4):
+            for b in range(beam):
+                ids = strip(beams.ids[image, b])
+                assert len(ids) == beams.lengths[image, b]
+                assert max(ngram_counts(ids, block).values(), default=1) == 1, (beam, ids)
+    greedy = decoder.decode(features, block_ngram_repeat=block)
+    beams = decoder.decode(features, beam=3, length_penalty=0.7, block_ngram_repeat=block)
+    for image in range(4):
+        # the most likely words among those that repeat nothing, not merely some other words
+        ids, total = reference_greedy(step, features[image], block=block)
+        assert strip(greedy.ids[image, 0]) == ids
+        np.testing.assert_allclose(greedy.log_probs[image, 0], total, rtol=1e-4, atol=1e-4)
+        expected = reference_beam(step, features[image], 3, length_penalty=0.7, block=block)
+        for b, (score, _, ids, _) in enumerate(expected):
+            assert beams.ids[image, b].tolist() == ids, (image, b)
+            np.testing.assert_allclose(beams.scores[image, b], score, rtol=1e-4, atol=1e-4)
+
+
+def test_blocking_longer_ngrams_than_a_caption_changes_nothing():
+    features = random_features("attention", batch=2, seed=22)
+    decoder = search("lstm", "attention")
+    for beam in (1, 3):
+        want = decoder.decode(features, beam=beam)
+        got = decoder.decode(features, beam=beam, block_ngram_repeat=MAX_LENGTH)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_allclose(got.attention, want.attention, atol=1e-6)
+
+
+def test_a_stronger_length_penalty_ranks_longer_captions_higher():
+    # GNMT: a finished caption scores log_prob / length ** alpha; with alpha 0 the most
+    # likely caption wins, which favours short ones, and a larger alpha favours longer ones.
+    features = random_features("init_state", batch=8, seed=24)
+    decoder = search("gru", "init_state")
+    step = step_model("gru", "init_state")
+    lengths = {}
+    for alpha in (0.0, 2.0):
+        beams = decoder.decode(features, beam=3, length_penalty=alpha)
+        np.testing.assert_allclose(beams.scores, beams.log_probs / beams.lengths ** alpha,
+                                   rtol=1e-5)
+        assert np.all(np.diff(beams.scores, axis=1) <= 1e-6)
+        lengths[alpha] = beams.lengths[:, 0]
+        for image in range(8):
+            score, _, ids, _ = reference_beam(step, features[image], 3, length_penalty=alpha)[0]
+            assert beams.ids[image, 0].tolist() == ids
+    assert np.all(lengths[2.0] >= lengths[0.0])
+    assert np.any(lengths[2.0] > lengths[0.0])
+
+
+def test_bad_decoding_options_are_refused():
+    decoder = search("gru", "init_state")
+    features = random_features("init_state", 1)
+    with pytest.raises(ConfigError, match="block_ngram_repeat.*-1"):
+        decoder.decode(features, beam=2, block_ngram_repeat=-1)
+    with pytest.raises(ConfigError, match="length_penalty"):
+        decoder.decode(features, beam=2, length_penalty=-0.5)
+
+
+def test_a_decoder_made_once_reads_the_current_weights():
+    keras.utils.set_random_seed(3)
+    config = CaptionConfig(units=8, embedding_dim=4, max_length=MAX_LENGTH)
+    step = build_decoder(config, VOCAB, (DIM,), sequence_length=3).step
+    decoder = SequenceDecoder(step, start_id=START, end_id=END, max_length=MAX_LENGTH)
+    features = random_features("init_state", batch=2)
+    decoder.decode(features), decoder.decode(features, beam=2)
+    logits = step.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    bias[7] = 50.0  # word 7 now always wins
+    logits.set_weights([kernel, bias])
+    assert np.all(decoder.decode(features).ids == 7)
+    assert np.all(decoder.decode(features, beam=2).ids[:, 0] == 7)
+
+
+_JAX_CHECK = """
+import numpy as np, keras
+from captioning.config import CaptionConfig
+from captioning.models.decoders import build_decoder
+from captioning.models.search import SequenceDecoder
+keras.utils.set_random_seed(0)
+step = build_decoder(CaptionConfig(units=8, embedding_dim=4), 12, (6,)).step
+f = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+decoder = SequenceDecoder(step, start_id=2, end_id=3, max_length=6)
+before = [decoder.decode(f, beam=b).ids for b in (1, 3)]
+logits = step.get_layer("logits")
+kernel, bias = logits.get_weights()
+bias[5] = 50.0
+logits.set_weights([kernel, bias])
+greedy, beams = decoder.decode(f).ids, decoder.decode(f, beam=3).ids
+fresh = SequenceDecoder(step, start_id=2, end_id=3, max_length=6)
+blocked = decoder.decode(f, beam=3, block_ngram_repeat=1).ids
+print(keras.backend.backend(), bool(np.all(greedy == 5)), bool(np.all(beams[:, 0] == 5)),
+      np.array_equal(beams, fresh.decode(f, beam=3).ids),
+      all(len(set(row[row > 0].tolist())) == (row > 0).sum() for row in blocked.reshape(-1, 6)),
+      not np.array_equal(before[0], greedy))
+"""
+
+
+@pytest.mark.slow
+def test_jax_backend_decodes_with_the_current_weights():
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", _JAX_CHECK], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-6:] == ["jax", "True", "True", "True", "True", "True"]

@@ -163,7 +163,7 @@ _KERAS_STATE_OPS = (
         (b"\x80\x02}" + _u("t") + b"ckeras_preprocessing.text\nTokenizer\n)\x81s.",
          ["dict"]),
         (_KERAS_HEAD + _KERAS_STATE_OPS + _u("x") + b"ccollections\nOrderedDict\nub.",
-         ["function"]),
+         ["OrderedDict"]),
         (b"\x80\x02ccollections\nOrderedDict\n)R.", ["collections.OrderedDict"]),
         (_KERAS_HEAD + _KERAS_STATE_OPS + _u("x") + b"(cbuiltins\neval\n" + b"ub.",
          ["builtins.eval"]),

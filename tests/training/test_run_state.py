@@ -31,9 +31,13 @@ def test_a_history_row_has_the_history_columns():
                                        "val_masked_accuracy": 0.2, "val_bleu_4": 0.1}, 1e-4)
     assert tuple(row) == HISTORY_COLUMNS
     assert row == {"epoch": 3, "loss": 2.0, "accuracy": 0.25, "val_loss": 2.5,
-                   "val_accuracy": 0.2, "val_bleu_4": 0.1, "learning_rate": 1e-4,
-                   "phase": "fine_tune"}
+                   "val_accuracy": 0.2, "val_bleu_4": 0.1, "val_cider": None, "reward": None,
+                   "learning_rate": 1e-4, "phase": "fine_tune"}
     assert history_row(1, "frozen", {"loss": 1.0}, 1e-3)["val_loss"] is None
+    scst = history_row(4, "scst", {"reward": 1.5, "baseline": 1.4, "val_cider": 2.0,
+                                   "val_bleu_4": 0.3}, 5e-5)
+    assert (scst["reward"], scst["val_cider"], scst["val_bleu_4"]) == (1.5, 2.0, 0.3)
+    assert scst["loss"] is None and scst["phase"] == "scst"
 
 
 def test_a_phase_keeps_the_last_and_the_best_epoch_only(tmp_path):
@@ -125,3 +129,32 @@ def test_history_csv_lists_both_phases_in_order(tmp_path):
     pd.testing.assert_frame_equal(history[columns], written[columns], check_dtype=False)
     # Without fine-tuning in the config, only the first phase counts.
     assert list(RunState(tmp_path, tiny_config()).history()["epoch"]) == [1, 2]
+
+
+def _scst_row(epoch, cider):
+    return history_row(epoch, "scst", {"reward": 1.0, "val_cider": cider}, 5e-5)
+
+
+def test_history_csv_lists_scst_last_while_it_follows_the_phases_before(tmp_path):
+    config = tiny_config(scst_epochs=2)
+    run = RunState(tmp_path, config)
+    run.frozen.save(_model(), 1, _row(1), best_score=0.1)
+    run.frozen.save(_model(), 2, _row(2))
+    assert run.epochs_before_scst() == 2
+    origin = run.scst_origin(2)
+    run.scst.save(_model(1.0), 1, _scst_row(3, 2.0), best_score=2.0, **origin)
+    run.scst.save(_model(2.0), 2, _scst_row(4, 1.5), **origin)
+    run.write_history()
+    written = pd.read_csv(tmp_path / "history.csv")
+    assert list(written["phase"]) == ["frozen", "frozen", "scst", "scst"]
+    assert list(written["val_cider"].iloc[2:]) == [2.0, 1.5]
+    assert written["val_cider"].iloc[:2].isna().all()
+    assert run.scst.state()["best_epoch"] == 1
+    # Without SCST in the config, or once the first phase trained on, or with other
+    # sampling settings, the SCST epochs are not the run's.
+    assert list(RunState(tmp_path, tiny_config()).history()["epoch"]) == [1, 2]
+    run.frozen.save(_model(), 3, _row(3))
+    assert list(run.history()["epoch"]) == [1, 2, 3]
+    assert "after_epoch 2 -> 3" in run.scst_stale(run.scst.state(), 3)
+    other = RunState(tmp_path, config.replace(scst_samples=3))
+    assert "samples 5 -> 3" in other.scst_stale(other.scst.state(), 2)

@@ -352,7 +352,7 @@ def test_a_validation_split_smaller_than_a_static_batch_trains_without_val_batch
         assert usable_validation(batches, "training") is None
     assert "no full batch" in caplog.text and "--batch-size" in caplog.text
 
-    monkeypatch.setattr(training, "is_tpu", lambda strategy: True)
+    monkeypatch.setattr(training, "drops_remainder", lambda strategy: True)
     result = train(cache, tmp_path / "run", tiny_config(epochs=1, batch_size=batch),
                    progress=False)
     row = result.history.iloc[0]

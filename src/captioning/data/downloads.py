@@ -1,37 +1,46 @@
-"""The datasets that can be downloaded (Flickr8k, MS COCO 2014), and their download.
+"""The datasets that can be downloaded (Flickr8k, MS COCO 2014, the Karpathy splits).
 
-`DOWNLOADS` is the registry: for each dataset, the archives to fetch (each archive's URL and
-a file or folder it unpacks to, whose presence means it is there already) and where the
-captions file and the images are once unpacked. `download_dataset` fetches what is missing
-into a data folder, unpacks it, removes the archive, and says where the files are:
+`DOWNLOADS` is the registry: for each dataset, the archives to fetch (each archive's URL,
+what it unpacks to, and its published size when known) and where the captions file and the
+images are once unpacked. `download_dataset` fetches what is missing into a data folder,
+checks each archive, unpacks it, marks it complete, removes it, and says where the files are:
 
 ```python
 captions_file, captions_format, images_dir = download_dataset("flickr8k", "data/flickr8k")
 table = read_captions(captions_file, format=captions_format)
 ```
 
+`python -m captioning download NAME --out DIR` runs the same function.
+
+Everything survives a session that stops at any point (`transfer` and `archives` say how):
+a download stopped half way resumes where it stopped; an archive left truncated is deleted
+and downloaded again; an unpack stopped half way is resumed; an archive counts as there only
+once its completion marker is (written after a whole unpack).
+
 The Flickr8k archives come from the copy that Jason Brownlee keeps on GitHub; COCO from
-cocodataset.org, with Andrej Karpathy's train/val/test split file. None of them publishes a
-checksum, so none is checked.
+cocodataset.org (the images, and the official captions of train2014 and val2014 only), with
+Andrej Karpathy's train/val/test split file, which is the captions file used. No host
+publishes a checksum: the COCO archives' sizes are checked (as their server reports them),
+and every archive's zip structure and CRCs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import http.client
 import logging
-import os
-import shutil
-import tarfile
-import urllib.error
-import urllib.request
-import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
-from tqdm import tqdm
-
 from captioning.config import CAPTION_FORMATS
+from captioning.data.archives import (
+    IGNORED,
+    ArchiveDamaged,
+    archive_problem,
+    read_marker,
+    unpack_zip,
+    write_marker,
+)
+from captioning.data.transfer import fetch_file
 from captioning.errors import DatasetError
 from captioning.utils.checks import check_choice, check_number
 
@@ -40,9 +49,6 @@ __all__ = ["DOWNLOADS", "Archive", "Download", "LocalDataset", "download_dataset
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 2**20
-_IGNORED = "__MACOSX"  # macOS resource forks that some archives carry
-
 
 @dataclasses.dataclass(frozen=True)
 class Archive:
@@ -50,12 +56,20 @@ class Archive:
 
     Attributes:
         url: where it is downloaded from.
-        unpacks_to: the name of a file or folder it unpacks to; found anywhere under the
-            data folder, it means the archive is there already.
+        unpacks_to: the name of a file or folder it unpacks to (found anywhere under the
+            data folder once unpacked).
+        size: its size in bytes as published, or None when unknown; another size means a
+            damaged or different file.
+        sha256: its sha256 as published, or None when unknown.
+        files: how many files the folder `unpacks_to` holds once whole, or None. A data
+            folder unpacked before completion markers existed is recognised by it.
     """
 
     url: str
     unpacks_to: str
+    size: int | None = None
+    sha256: str | None = None
+    files: int | None = None
 
     @property
     def file_name(self) -> str:
@@ -92,13 +106,17 @@ class LocalDataset(NamedTuple):
     images_dir: Path
 
 
+_FLICKR8K = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/"
+_COCO = "http://images.cocodataset.org/"
+_KARPATHY = Archive("https://cs.stanford.edu/people/karpathy/deepimagesent/"
+                    "caption_datasets.zip", "dataset_coco.json")
+
 DOWNLOADS = {
     "flickr8k": Download(
         archives=(
-            Archive("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/"
-                    "Flickr8k_Dataset.zip", "Flicker8k_Dataset"),  # sic: "Flicker"
-            Archive("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/"
-                    "Flickr8k_text.zip", "Flickr8k.token.txt"),
+            Archive(_FLICKR8K + "Flickr8k_Dataset.zip", "Flicker8k_Dataset",  # sic: "Flicker"
+                    files=8091),
+            Archive(_FLICKR8K + "Flickr8k_text.zip", "Flickr8k.token.txt"),
         ),
         captions="Flickr8k.token.txt",  # the split lists are read from beside it
         format="flickr8k",
@@ -106,39 +124,50 @@ DOWNLOADS = {
     ),
     "coco": Download(
         archives=(
-            Archive("http://images.cocodataset.org/zips/train2014.zip", "train2014"),
-            Archive("http://images.cocodataset.org/zips/val2014.zip", "val2014"),
-            Archive("https://cs.stanford.edu/people/karpathy/deepimagesent/"
-                    "caption_datasets.zip", "dataset_coco.json"),
+            Archive(_COCO + "zips/train2014.zip", "train2014", size=13_510_573_713,
+                    files=82_783),
+            Archive(_COCO + "zips/val2014.zip", "val2014", size=6_645_013_297, files=40_504),
+            # The official captions: train2014 and val2014 only, no test split.
+            Archive(_COCO + "annotations/annotations_trainval2014.zip",
+                    "captions_train2014.json", size=252_872_794),
+            _KARPATHY,
         ),
         captions="dataset_coco.json",  # names are train2014/... and val2014/...
         format="karpathy",
     ),
+    "karpathy": Download(
+        archives=(_KARPATHY,),  # also dataset_flickr8k.json and dataset_flickr30k.json
+        captions="dataset_coco.json",
+        format="karpathy",
+    ),
 }
-"""The downloadable datasets by name: about 1 GB for Flickr8k, 19 GB for COCO 2014."""
+"""The downloadable datasets by name: about 1 GB for Flickr8k, 20 GB for COCO 2014 (with the
+Karpathy splits), 36 MB for the Karpathy split files alone (no images)."""
 
 
 def download_dataset(name: str, data_dir, *, timeout: float = 60.0,
                      progress: bool = True) -> LocalDataset:
     """Downloads and unpacks a dataset of `DOWNLOADS` into `data_dir`, skipping what is there.
 
-    An archive whose `unpacks_to` is found under `data_dir` is not downloaded again. An
-    archive file already in `data_dir` (one downloaded by hand, or left by a run stopped
-    while unpacking) is unpacked without being downloaded. Each archive is removed once
-    unpacked.
+    Each archive in turn: skipped when its completion marker is in `data_dir`; else
+    downloaded (resuming a `.part` file), or taken from `data_dir` when it is there already
+    (downloaded by hand, or left by a run that stopped while unpacking); checked
+    (`archive_problem`): a damaged one is deleted and downloaded again, once; unpacked (an
+    unpack stopped half way resumes); marked complete; removed.
 
     Args:
-        name: a key of `DOWNLOADS`: `"flickr8k"` or `"coco"`.
+        name: a key of `DOWNLOADS`: `"flickr8k"`, `"coco"` or `"karpathy"`.
         data_dir: the folder to unpack into; made if missing.
-        timeout: seconds to wait for the server before giving up.
-        progress: show a progress bar of each download (tqdm, on stderr).
+        timeout: seconds without a byte from the server before the connection counts as
+            dropped.
+        progress: show progress bars of the downloads and the unpacking (tqdm, on stderr).
 
     Returns:
         A `LocalDataset`: the captions file, its format and the images folder.
 
     Raises:
-        DatasetError: a download or an unpacking failed (offline, say); the message names the
-            URL or the file, and what to do.
+        DatasetError: a download or an unpacking failed (offline, a full disk, an archive
+            damaged twice); the message names the URL or the file, and what to do.
         ConfigError: `name` is not a key of `DOWNLOADS`.
     """
     check_choice("dataset", name, tuple(DOWNLOADS))
@@ -150,32 +179,60 @@ def download_dataset(name: str, data_dir, *, timeout: float = 60.0,
         raise DatasetError(f"{folder}: cannot make the data folder ({error.strerror or error}); "
                            "pick a folder you can write to") from None
     for archive in DOWNLOADS[name].archives:
-        if (folder / archive.file_name).is_file():
-            _unpack(folder / archive.file_name, archive, folder)
-        elif _find(folder, archive.unpacks_to) is None:
+        done = read_marker(folder, archive.file_name) is not None
+        if done and _find(folder, archive.unpacks_to) is not None:
+            _remove(folder / archive.file_name)  # left by a run stopped after the marker
+            logger.info("%s is there already (unpacked from %s).", archive.unpacks_to,
+                        archive.file_name)
+        elif done or not _adopt(folder, archive):
             fetch_archive(archive, folder, timeout=timeout, progress=progress)
-        else:
-            logger.info("%s is there already under %s; %s not downloaded.", archive.unpacks_to,
-                        folder, archive.file_name)
     return locate_dataset(name, folder)
 
 
 def fetch_archive(archive: Archive, data_dir, *, timeout: float = 60.0,
                   progress: bool = True) -> None:
-    """Downloads one archive into `data_dir`, unpacks it there and removes it.
+    """Gets one archive into `data_dir` (unless its file is there), checks it, unpacks it,
+    writes its completion marker and removes it.
 
-    The download goes to `<archive>.part` first, renamed once complete, so a stopped
-    download never passes for an archive.
+    A damaged archive (the wrong size or sha256, a zip cut short, a CRC error while
+    unpacking) is deleted and downloaded again, once.
 
     Raises:
-        DatasetError: the server cannot be reached or the download stops, the file cannot be
-            written, or it is not an archive that unpacks to `archive.unpacks_to`.
+        DatasetError: the download fails, a file cannot be written, the archive is damaged
+            again after a fresh download (the message names the file to delete), or it does
+            not unpack to `archive.unpacks_to`.
     """
     folder = Path(data_dir).expanduser()
     path = folder / archive.file_name
-    logger.info("Downloading %s into %s", archive.url, folder)
-    _download(archive.url, path, timeout, progress)
-    _unpack(path, archive, folder)
+    for _ in range(2):  # the second time, downloaded afresh
+        fresh = not path.is_file()
+        if fresh:
+            logger.info("Downloading %s into %s", archive.url, folder)
+            fetch_file(archive.url, path, timeout=timeout, progress=progress)
+        else:
+            logger.info("Checking %s before unpacking it", path)
+        problem = archive_problem(path, size=archive.size, sha256=archive.sha256)
+        if problem is None:
+            try:
+                files = unpack_zip(path, folder, progress=progress)
+                break
+            except ArchiveDamaged as error:
+                problem = str(error).split(": ", 1)[-1]
+        if fresh:
+            raise DatasetError(
+                f"{path} is damaged ({problem}) after a fresh download from {archive.url}; "
+                f"delete {path} and run again later, or download it yourself into {folder}")
+        logger.warning("%s is damaged (%s): deleting it and downloading it again.", path,
+                       problem)
+        _remove(path)
+    if _find(folder, archive.unpacks_to) is None:
+        raise DatasetError(f"{path} unpacked, but no {archive.unpacks_to} came out of it; the "
+                           f"archive at {archive.url} is not the one expected")
+    write_marker(folder, archive.file_name, {
+        "url": archive.url, "bytes": path.stat().st_size, "files": files,
+        "unpacks_to": archive.unpacks_to})
+    _remove(path)
+    logger.info("Unpacked %s into %s (%d files)", path.name, folder, files)
 
 
 def locate_dataset(name: str, data_dir) -> LocalDataset:
@@ -190,84 +247,49 @@ def locate_dataset(name: str, data_dir) -> LocalDataset:
     images = folder if spec.images is None else _find(folder, spec.images)
     for wanted, found in ((spec.captions, captions), (spec.images, images)):
         if found is None:
-            raise DatasetError(f"no {wanted} under {folder}; download_dataset({name!r}, "
-                               f"{str(folder)!r}) fetches and unpacks the {name} archives "
+            raise DatasetError(f"no {wanted} under {folder}; `python -m captioning download "
+                               f"{name} --out {folder}` (or download_dataset({name!r}, "
+                               f"{str(folder)!r})) fetches and unpacks the {name} archives "
                                "there")
     return LocalDataset(captions, spec.format, images)
+
+
+def _adopt(folder: Path, archive: Archive) -> bool:
+    """Whether a folder that `archive` unpacks to, unpacked before completion markers
+    existed, is whole (it holds `archive.files` files); then its marker is written. A
+    folder found incomplete is said so, and completed by `fetch_archive`."""
+    found = _find(folder, archive.unpacks_to)
+    if found is None or (folder / archive.file_name).exists():
+        return False
+    if archive.files is None or not found.is_dir():
+        logger.info("%s has no completion marker: fetching %s again to be sure it is whole.",
+                    found, archive.file_name)
+        return False
+    count = sum(1 for path in found.rglob("*") if path.is_file()
+                and not path.name.startswith("."))
+    if count != archive.files:
+        logger.warning("%s holds %d of its %d files (an unpack stopped half way?): fetching "
+                       "%s again to complete it.", found, count, archive.files,
+                       archive.file_name)
+        return False
+    write_marker(folder, archive.file_name, {"url": archive.url, "files": count,
+                                             "unpacks_to": archive.unpacks_to})
+    logger.info("%s is there already, whole (%d files).", found, count)
+    return True
 
 
 def _find(folder: Path, name: str) -> Path | None:
     """`folder / name` if it exists, else the first `name` found deeper, else None."""
     if (folder / name).exists():
         return folder / name
-    found = (path for path in folder.rglob(name) if _IGNORED not in path.parts)
+    found = (path for path in folder.rglob(name) if IGNORED not in path.parts)
     return min(found, key=lambda path: (len(path.parts), str(path)), default=None)
 
 
-def _download(url: str, path: Path, timeout: float, progress: bool) -> None:
-    part = path.with_name(path.name + ".part")
-    request = urllib.request.Request(url, headers={"User-Agent": "captioning"})
+def _remove(path: Path) -> None:
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
-        raise DatasetError(_unreachable(url, error, path.parent)) from None
-    total = int(response.headers.get("Content-Length") or 0) or None
-    received = 0
-    try:
-        with response, open(part, "wb") as handle, tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name,
-                disable=not progress, leave=False) as bar:
-            while block := _read(response, url, path.parent):
-                handle.write(block)
-                received += len(block)
-                bar.update(len(block))
-            handle.flush()
-            os.fsync(handle.fileno())
-        if total is not None and received != total:
-            raise DatasetError(f"the download of {url} stopped after {received} of {total} "
-                               "bytes; run the same command again")
-        os.replace(part, path)
+        path.unlink(missing_ok=True)
     except OSError as error:
-        part.unlink(missing_ok=True)
-        raise DatasetError(f"{part}: could not be written ({error.strerror or error}); free "
-                           "some space, or pick another data folder, and run again") from None
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+        raise DatasetError(f"{path}: cannot be deleted ({error.strerror or error}); delete it "
+                           "yourself and run again") from None
 
-
-def _read(response, url: str, folder: Path) -> bytes:
-    try:
-        return response.read(_CHUNK)
-    except (http.client.HTTPException, OSError) as error:
-        raise DatasetError(_unreachable(url, error, folder)) from None
-
-
-def _unreachable(url: str, error: Exception, folder: Path) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        reason = f"HTTP {error.code} {error.reason}"
-    elif isinstance(error, urllib.error.URLError):
-        reason = str(error.reason)
-    else:
-        reason = str(error) or type(error).__name__
-    reason = " ".join(reason.split())
-    return (f"cannot download {url} ({reason}); check the network connection, or download "
-            f"the file yourself into {folder} and run again")
-
-
-def _unpack(path: Path, archive: Archive, folder: Path) -> None:
-    options = {} if path.suffix.lower() == ".zip" else {"filter": "data"}
-    try:
-        shutil.unpack_archive(path, folder, **options)
-    except (shutil.ReadError, zipfile.BadZipFile, tarfile.TarError, EOFError) as error:
-        raise DatasetError(f"{path}: not a readable archive ({error}); delete it and run "
-                           "again to download it afresh") from None
-    except OSError as error:
-        raise DatasetError(f"{path}: could not be unpacked into {folder} "
-                           f"({error.strerror or error}); free some space and run again "
-                           "(the archive is kept and unpacked again)") from None
-    if _find(folder, archive.unpacks_to) is None:
-        raise DatasetError(f"{path} unpacked, but no {archive.unpacks_to} came out of it; the "
-                           f"archive at {archive.url} is not the one expected")
-    path.unlink()
-    logger.info("Unpacked %s into %s", path.name, folder)

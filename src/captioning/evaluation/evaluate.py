@@ -7,7 +7,8 @@ from captioning.evaluation.predictions import write_per_image, write_predictions
 
 
 def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_path=None,
-                     per_image_path=None, spice=True, batch_size=128):
+                     per_image_path=None, spice=True, batch_size=128, tokenizer="auto",
+                     length_penalty=None, block_ngram_repeat=None):
     """Captions a cached split with a release and scores it against its references.
 
     The release's encoder must be the one that made the cache (same settings, feature shape
@@ -27,10 +28,17 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
             CoreNLP, which is never downloaded here), one warning says why and how to get
             it, and the scores have no `"SPICE"`. False leaves it out without a warning.
         batch_size: images per decoder call.
+        length_penalty: the beam search's GNMT length penalty; default the release's.
+        block_ngram_repeat: N: no N consecutive words twice in a caption (0: repeats
+            allowed); default the release's.
+        tokenizer: how the captions become scorer tokens: `"auto"` (the PTB tokenizer, or
+            Python for captions with letters beyond Latin-1), `"ptb"` or `"python"`; see
+            `coco_scores`.
 
     Returns:
         The scores of `coco_scores` (COCO metrics, `"SPICE"` when it ran, `nltk_bleu_4`,
-        `n_images`) with the `split` and `beam`.
+        `n_images`, `tokenizer`) with the `split`, `beam`, `length_penalty` and
+        `block_ngram_repeat`.
 
     Raises:
         MetricsError: Java is missing (before any captioning when there is no
@@ -63,7 +71,8 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
     if not predictions_path:
         require_java("Nothing was captioned; with --predictions FILE (predictions_path) the "
                      "captions are written before scoring, so they are kept even without Java.")
-    captioner = Captioner(loaded, batch_size=batch_size)
+    captioner = Captioner(loaded, batch_size=batch_size, length_penalty=length_penalty,
+                          block_ngram_repeat=block_ngram_repeat)
     predictions = {}
     for start in range(0, len(images), batch_size):
         names = images[start:start + batch_size]
@@ -76,10 +85,13 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
     if not java_available():
         kept = ", ".join(str(path) for path in (predictions_path, per_image_path) if path)
         require_java(f"The {len(predictions)} captions are in {kept}.")
-    scores, per_image = coco_scores(predictions, references, spice=spice, return_per_image=True)
+    scores, per_image = coco_scores(predictions, references, spice=spice, return_per_image=True,
+                                    tokenizer=tokenizer)
     if per_image_path:
         write_per_image(per_image_path, predictions, references, per_image)
     scores["split"], scores["beam"] = split, int(beam)
+    scores["length_penalty"] = captioner.length_penalty
+    scores["block_ngram_repeat"] = captioner.block_ngram_repeat
     return scores
 
 

@@ -5,6 +5,11 @@ captions. Every caption goes through the Stanford PTB tokenizer (Java), which
 lower-cases it, splits it into tokens and drops punctuation; pycocoevalcap's own
 scorers then run on the tokens. Only the plumbing differs from `COCOEvalCap`:
 
+- captions with letters beyond Latin-1 (Vietnamese, Greek, CJK, ...), which the PTB
+  tokenizer and METEOR's English normaliser mangle, are tokenized in Python instead and
+  METEOR reads them without `-norm` (`captioning.evaluation.tokenization`); the scores
+  name the tokenizer used (`"tokenizer"`: `"ptb"` or `"python"`);
+
 - captions come in as dictionaries instead of `pycocotools.coco.COCO` objects;
 - only the predicted images are scored, so the references may cover more images
   (a whole split), as in the official example that sets `params["image_id"]` to
@@ -28,18 +33,29 @@ import contextlib
 import io
 import logging
 import os
+import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.meteor import meteor as _meteor_module
+from pycocoevalcap.meteor.meteor import METEOR_JAR, Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer import ptbtokenizer as _ptb_module
 
 from captioning.evaluation.java import java_failure, require_java, run_java
 from captioning.evaluation.spice import SPICE_KEY, spice_score
+from captioning.evaluation.tokenization import (
+    PTB,
+    PYTHON,
+    TOKENIZERS,
+    needs_python_tokens,
+    python_tokenize,
+)
 from captioning.text.scores import check_captions, nltk_bleu_4
+from captioning.utils.checks import check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +64,11 @@ METRIC_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CID
 
 NLTK_BLEU_KEY = "nltk_bleu_4"
 N_IMAGES_KEY = "n_images"
+TOKENIZER_KEY = "tokenizer"
 
 _PUNCTUATION_TOKENS = frozenset(_ptb_module.PUNCTUATIONS)
 _TOKENIZER_DIR = os.path.dirname(os.path.abspath(_ptb_module.__file__))
+_METEOR_DIR = os.path.dirname(os.path.abspath(_meteor_module.__file__))
 
 
 def coco_scores(
@@ -59,6 +77,7 @@ def coco_scores(
     *,
     spice: bool = False,
     return_per_image: bool = False,
+    tokenizer: str = "auto",
 ) -> dict | tuple[dict, dict]:
     """Scores predicted captions with the COCO caption metrics.
 
@@ -80,6 +99,11 @@ def coco_scores(
             cannot run, a warning says why and how to fix it, and the results
             have no `"SPICE"` key.
         return_per_image: Whether to also return each image's scores.
+        tokenizer: `"ptb"`: the PTB tokenizer, and METEOR with `-norm`, as
+            `COCOEvalCap`; `"python"`: `captioning.evaluation.tokenization`'s tokens, and
+            METEOR without `-norm`; `"auto"` (the default): `"python"` when a caption
+            holds a letter beyond Latin-1, which the Java tools mangle, else `"ptb"`.
+            SPICE parses English and is not run on Python tokens.
 
     Returns:
         A dict with a float for each of `METRIC_KEYS`, `"SPICE"` when SPICE ran,
@@ -87,7 +111,8 @@ def coco_scores(
         smoothing, on lower-cased whitespace tokens without standalone
         punctuation tokens; it is not the COCO BLEU-4 and is there only to compare
         with papers that report NLTK's number) and `"n_images"`, the number of
-        images scored. With `return_per_image=True`, a tuple of that dict and a
+        images scored, and `"tokenizer"`, the tokenizer used (`"ptb"` or
+        `"python"`). With `return_per_image=True`, a tuple of that dict and a
         dict from image id to a dict of that image's scores under the same metric
         names (the corpus-level numbers are not the mean of these for BLEU and
         METEOR).
@@ -98,9 +123,13 @@ def coco_scores(
         MetricsError: If Java is not installed, or the PTB tokenizer or METEOR fails.
     """
     image_ids = check_captions(predictions, references)
+    check_choice("tokenizer", tokenizer, TOKENIZERS)
     require_java("Or use bleu4() for a Java-free BLEU-4.")
     gts = {image: list(references[image]) for image in image_ids}
     res = {image: [predictions[image]] for image in image_ids}
+    if tokenizer == "auto":
+        tokenizer = PYTHON if needs_python_tokens(gts, res) else PTB
+    tokenize = python_tokenize if tokenizer == PYTHON else _ptb_tokenize
 
     scores = {}
     per_image = {image: {} for image in image_ids}
@@ -111,10 +140,10 @@ def coco_scores(
             per_image[image][name] = float(value)
 
     # METEOR's JVM loads its paraphrase table while the other metrics run.
-    meteor = _Meteor()
+    meteor = _Meteor(normalize=tokenizer == PTB)
     try:
-        gts = _ptb_tokenize(gts)
-        res = _ptb_tokenize(res)
+        gts = tokenize(gts)
+        res = tokenize(res)
         with _prints_to_debug_log():
             logger.debug("Computing BLEU on %d images.", len(image_ids))
             bleu, bleu_per_image = Bleu(4).compute_score(gts, res)
@@ -130,7 +159,10 @@ def coco_scores(
         meteor.close()
 
     scores = {name: scores[name] for name in METRIC_KEYS}
-    if spice:
+    if spice and tokenizer == PYTHON:
+        logger.warning("SPICE not computed: it parses captions as English, and these hold "
+                       "letters beyond Latin-1.")
+    elif spice:
         spice_result = spice_score(gts, res)
         if spice_result is not None:
             record(SPICE_KEY, *spice_result)
@@ -139,6 +171,7 @@ def coco_scores(
         [references[image] for image in image_ids],
     )
     scores[N_IMAGES_KEY] = len(image_ids)
+    scores[TOKENIZER_KEY] = tokenizer
     if return_per_image:
         return scores, per_image
     return scores
@@ -214,15 +247,29 @@ class _Meteor(Meteor):
 
     The original only stops its Java process in `__del__`, which waits on a lock
     that a failed `compute_score` never releases, and then hangs forever.
+
+    Args:
+        normalize: run METEOR with `-norm` (its English tokenizer and normaliser), as
+            pycocoevalcap does; False for captions that are tokenized already.
     """
 
-    def __init__(self):
+    def __init__(self, normalize: bool = True):
         try:
-            super().__init__()
+            if normalize:
+                super().__init__()
+            else:
+                self._start_without_norm()
         except OSError as error:
             raise java_failure(
                 "METEOR", f"Java could not start: {error.strerror or error}"
             ) from None
+
+    def _start_without_norm(self):
+        self.meteor_cmd = ["java", "-jar", "-Xmx2G", METEOR_JAR, "-", "-", "-stdio", "-l", "en"]
+        self.meteor_p = subprocess.Popen(
+            self.meteor_cmd, cwd=_METEOR_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        self.lock = threading.Lock()
 
     def score(self, gts, res):
         """Runs `compute_score`, turning a dead Java process into a `MetricsError`."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import copy
 import dataclasses
 import os
 from typing import Protocol, runtime_checkable
@@ -32,7 +33,7 @@ from captioning.inference.inputs import (  # noqa: F401  (image_list, download_i
     load_pixels,
 )
 from captioning.models.search import SequenceDecoder
-from captioning.utils.checks import check_int
+from captioning.utils.checks import check_int, check_number
 
 
 @dataclasses.dataclass
@@ -142,25 +143,31 @@ class Captioner:
         release: a loaded `Release` (see `load`).
         batch_size: images per encoder and decoder call.
         max_length: words generated at most; default the release's setting.
+        length_penalty: beam search ranks finished captions by `log_prob / length **
+            length_penalty` (GNMT); default the release's setting (`config.length_penalty`).
+        block_ngram_repeat: N: no N consecutive words twice in a caption (0: repeats
+            allowed); default the release's setting (`config.block_ngram_repeat`).
 
     Example:
-    >>> captioner = Captioner.load("runs/flickr8k")                  # doctest: +SKIP
-    >>> result = captioner.caption(rgb_array, beam=3, top=3)[0]      # doctest: +SKIP
-    >>> result.caption, result.alternatives                          # doctest: +SKIP
+    >>> captioner = Captioner.load("runs/flickr8k", block_ngram_repeat=2)  # doctest: +SKIP
+    >>> result = captioner.caption(rgb_array, beam=3, top=3)[0]            # doctest: +SKIP
+    >>> result.caption, result.alternatives                                # doctest: +SKIP
     """
 
     max_beam = None
 
-    def __init__(self, release, batch_size: int = 32, max_length: int | None = None):
+    def __init__(self, release, batch_size: int = 32, max_length: int | None = None, *,
+                 length_penalty: float | None = None, block_ngram_repeat: int | None = None):
         config = release.config
         self._setup(release.encoder, release.decoder, release.tokenizer,
-                    batch_size=batch_size, max_length=max_length or config.max_decode_length,
-                    length_penalty=config.length_penalty)
+                    batch_size=batch_size, max_length=max_length or config.max_decode_length)
+        self._set_options(config, length_penalty, block_ngram_repeat)
         self.release = release
 
     @classmethod
     def load(cls, release=None, **kwargs) -> "Captioner":
-        """Loads and verifies a release (a run folder or manifest; None: the shipped demo)."""
+        """Loads and verifies a release (a run folder or manifest; None: the shipped demo);
+        `kwargs` go to `Captioner` (`batch_size`, `length_penalty`, ...)."""
         from captioning.release.load import load_release
 
         return cls(load_release(release), **kwargs)
@@ -174,30 +181,47 @@ class Captioner:
             encoder, step_model: this project's encoder and one-step decoder models, checked
                 to fit (`captioning.release.check_fit`).
             tokenizer: their `CaptionTokenizer`.
-            config: the decoding settings (`max_decode_length`, `length_penalty`); default
-                `CaptionConfig()`'s.
+            config: the decoding settings (`max_decode_length`, `length_penalty`,
+                `block_ngram_repeat`); default `CaptionConfig()`'s.
             batch_size, max_length: as for `Captioner`.
         """
         config = config or CaptionConfig()
         captioner = cls.__new__(cls)
         captioner._setup(encoder, step_model, tokenizer, batch_size=batch_size,
-                         max_length=max_length or config.max_decode_length,
-                         length_penalty=config.length_penalty)
+                         max_length=max_length or config.max_decode_length)
+        captioner._set_options(config, None, None)
         captioner.release = None
         return captioner
 
-    def _setup(self, encoder, step_model, tokenizer, *, batch_size, max_length,
-               length_penalty):
+    def _setup(self, encoder, step_model, tokenizer, *, batch_size, max_length):
         check_int("batch_size", batch_size, 1)
         self.encoder, self.tokenizer = encoder, tokenizer
         self.batch_size = int(batch_size)
         self.search = SequenceDecoder(step_model, start_id=tokenizer.start_id,
                                       end_id=tokenizer.end_id, max_length=max_length)
-        self.length_penalty = length_penalty
         self.image_size = int(encoder.inputs[0].shape[1])
 
+    def _set_options(self, config, length_penalty, block_ngram_repeat):
+        """The decoding options: those given, else those of `config` (a `CaptionConfig`,
+        or another captioner)."""
+        self.length_penalty = _length_penalty(
+            config.length_penalty if length_penalty is None else length_penalty)
+        if block_ngram_repeat is None:
+            block_ngram_repeat = config.block_ngram_repeat
+        check_int("block_ngram_repeat", block_ngram_repeat, 0)
+        self.block_ngram_repeat = int(block_ngram_repeat)
+
+    def with_options(self, *, length_penalty: float | None = None,
+                     block_ngram_repeat: int | None = None) -> "Captioner":
+        """This captioner with other decoding options (None keeps one); it shares the
+        models and the compiled searches."""
+        changed = copy.copy(self)
+        changed._set_options(self, length_penalty, block_ngram_repeat)
+        return changed
+
     def caption(self, images, beam: int = 1, top: int = 1, progress: bool = False,
-                workers: int | None = None) -> list:
+                workers: int | None = None, *, length_penalty: float | None = None,
+                block_ngram_repeat: int | None = None) -> list:
         """Captions image paths and/or arrays.
 
         Args:
@@ -208,11 +232,20 @@ class Captioner:
             top: how many beams to return per image (`Caption.alternatives`), <= beam.
             progress: show a progress bar.
             workers: threads decoding image files.
+            length_penalty: the beam search's GNMT length penalty for this call (a
+                finished caption scores `log_prob / length ** length_penalty`); default the
+                captioner's.
+            block_ngram_repeat: N: no N consecutive words twice in a caption, for this
+                call (0: repeats allowed); default the captioner's.
 
         Returns:
             A list of `Caption`, one per input, in order.
         """
-        return caption_images(self, images, beam=beam, top=top, batch_size=self.batch_size,
+        model = self
+        if length_penalty is not None or block_ngram_repeat is not None:
+            model = self.with_options(length_penalty=length_penalty,
+                                      block_ngram_repeat=block_ngram_repeat)
+        return caption_images(model, images, beam=beam, top=top, batch_size=self.batch_size,
                               progress=progress, workers=workers)
 
     def encode(self, pixels) -> np.ndarray:
@@ -226,7 +259,7 @@ class Captioner:
             One `Caption` per row (`image` left empty): the best caption, its score, words
             and attention rows, and the `top` best beams as `alternatives`.
         """
-        beams = self.search.decode(features, beam=beam, length_penalty=self.length_penalty)
+        beams = self._decode(features, beam)
         results = []
         for row in range(len(beams.ids)):
             words, steps = self.words(beams.ids[row, 0], int(beams.lengths[row, 0]))
@@ -244,9 +277,13 @@ class Captioner:
 
     def caption_features(self, features, beam: int = 1):
         """Decodes already encoded features; returns (captions, beams)."""
-        beams = self.search.decode(features, beam=beam, length_penalty=self.length_penalty)
+        beams = self._decode(features, beam)
         return [" ".join(self.words(ids, int(length))[0])
                 for ids, length in zip(beams.ids[:, 0], beams.lengths[:, 0])], beams
+
+    def _decode(self, features, beam):
+        return self.search.decode(features, beam=beam, length_penalty=self.length_penalty,
+                                  block_ngram_repeat=self.block_ngram_repeat)
 
     def words(self, ids, length=None):
         """The words of one generated id sequence and the steps that gave them.
@@ -274,3 +311,10 @@ class Captioner:
             words.append(tokenizer.oov_token if word is None else word)
             steps.append(step)
         return words, steps
+
+
+def _length_penalty(value) -> float:
+    check_number("length_penalty", value, 0)
+    if not np.isfinite(value):
+        raise ConfigError(f"length_penalty must be a finite number, got {value!r}")
+    return float(value)

@@ -11,7 +11,11 @@ layers.
   features alone, so a decoder builds them once per image.
 
 Because both graphs call the same layer objects, what was trained is exactly what is
-exported. How the image enters is the `conditioning` setting:
+exported. With `scheduled_sampling` the training graph runs the layers twice over each
+caption (parallel scheduled sampling, Duckworth et al. 2019): a teacher-forced pass, whose
+predicted words replace some input words (a `ScheduledSampling` layer, its probability set
+at each epoch), then the pass whose logits are the output. The one-step model is the same
+either way. How the image enters is the `conditioning` setting:
 
 - `init_state`: a dense map of the image vector to the initial state(s);
 - `first_input`: the image vector, projected to the embedding size, is the first input step
@@ -30,7 +34,7 @@ from keras import layers
 
 from captioning.config import CaptionConfig
 from captioning.errors import ConfigError
-from captioning.models.layers import AttentionRNN, ZeroState
+from captioning.models.layers import AttentionRNN, ScheduledSampling, ZeroState
 from captioning.models.step import (
     ATTENTION,
     FEATURES,
@@ -109,6 +113,8 @@ class _SharedLayers:
                          for name in self.names}
         if conditioning == "every_step":
             self.zero = {name: ZeroState(units, name=f"init_{name}") for name in self.names}
+            self.word_and_image = layers.Concatenate(axis=-1, name="word_and_image")
+            self.image_repeats = {}  # steps -> RepeatVector, one per graph
 
     def regions(self, features):
         # grid features (batch, regions, dim) -> (batch, regions, units)
@@ -134,9 +140,12 @@ class _SharedLayers:
         attention."""
         x = self.embedding_dropout(self.embedding(tokens))  # (batch, steps, embedding)
         if self.config.conditioning == "every_step":
+            steps = tokens.shape[1]
+            if steps not in self.image_repeats:
+                self.image_repeats[steps] = layers.RepeatVector(steps, name="image_repeat")
             image = self.image_embedding(features)  # (batch, embedding)
-            image = layers.RepeatVector(tokens.shape[1], name="image_repeat")(image)
-            x = layers.Concatenate(axis=-1, name="word_and_image")([x, image])
+            image = self.image_repeats[steps](image)  # (batch, steps, embedding)
+            x = self.word_and_image([x, image])
         outputs, states, attention = self._run(x, self.regions(features), states)
         return self.logits(self.output_dropout(outputs)), states, attention
 
@@ -186,7 +195,11 @@ def build_decoder(config: CaptionConfig, vocab_size: int, feature_shape,
     features = keras.Input(feature_shape, name=FEATURES)
     tokens = keras.Input((steps,), dtype="int32", name="tokens")
     normalized = shared.normalize(features)
-    logits, _, _ = shared.sequence(normalized, tokens, shared.initial(normalized))
+    initial = shared.initial(normalized)
+    logits, _, _ = shared.sequence(normalized, tokens, initial)
+    if config.scheduled_sampling:
+        mixed = ScheduledSampling(name="scheduled_sampling")([tokens, logits])
+        logits, _, _ = shared.sequence(normalized, mixed, initial)
     training = keras.Model([features, tokens], logits, name="caption_trainer")
 
     signature = StepSignature.from_config(config)

@@ -9,6 +9,7 @@ returns either one vector per image (`pooled`) or the spatial map flattened to r
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import keras
@@ -52,6 +53,16 @@ OFFLINE_HINT = (
     "instead (--weights PATH, an .h5 file as Keras publishes them, e.g. copied from "
     "~/.keras/models on a machine that has them), or --weights none for random weights."
 )
+NOTEBOOK_OFFLINE_HINT = (
+    "Downloading the ImageNet weights needs internet access. In the parameters cell, set "
+    'WEIGHTS = "/path/to/weights.h5" (a local .h5 file as Keras publishes them, e.g. copied '
+    'from ~/.keras/models on a machine that has them), or WEIGHTS = "none" for random '
+    "weights."
+)
+# Words of a transfer that started and stopped (rather than one that could not start).
+_DROPPED = ("retrieval incomplete", "incomplete or corrupted file", "incompleteread",
+            "connection reset", "connection aborted", "connection broken", "timed out",
+            "timeout", "remotedisconnected", "truncated")
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -143,11 +154,8 @@ def _application(spec, weights, size, include_top):
             **dict(spec.kwargs),
         )
     except Exception as error:
-        if weights == "imagenet" and _looks_offline(error):
-            raise CaptioningError(
-                f"Cannot download the ImageNet weights of {spec.name} ({error.__class__.__name__}"
-                f": {str(error).splitlines()[0][:160]}). {OFFLINE_HINT}"
-            ) from None
+        if weights == "imagenet" and (_dropped(error) or _looks_offline(error)):
+            raise CaptioningError(_download_failure(spec.name, error)) from None
         if weights not in (None, "imagenet"):
             raise CaptioningError(
                 f"{weights}: cannot load it as {spec.name} weights "
@@ -155,6 +163,32 @@ def _application(spec, weights, size, include_top):
                 f"{spec.application} (the 'notop' one unless you use VGG16 pooled features)."
             ) from None
         raise
+
+
+def _download_failure(name: str, error: Exception) -> str:
+    """The whole cause of a failed ImageNet weights download, and what to do, in the words
+    of the interface the user has: a notebook's parameters, or the CLI's flags."""
+    cause = f"{error.__class__.__name__}: {' '.join(str(error).split())}"
+    if error.__cause__ is not None and str(error.__cause__) not in str(error):
+        cause += f" ({' '.join(str(error.__cause__).split())})"
+    hint = NOTEBOOK_OFFLINE_HINT if _in_notebook() else OFFLINE_HINT
+    if _dropped(error):
+        instead = hint.split(". ", 1)[1]
+        return (f"The download of the ImageNet weights of {name} stopped part way ({cause}). "
+                "Run it again: Keras downloads the file afresh. If it keeps stopping, "
+                f"{instead[0].lower()}{instead[1:]}")
+    return f"Cannot download the ImageNet weights of {name} ({cause}). {hint}"
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter or Colab kernel (its user sets notebook parameters)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _dropped(error: Exception) -> bool:
+    text = f"{error.__class__.__name__} {error} {error.__cause__ or ''}".lower()
+    return any(word in text for word in _DROPPED)
 
 
 def _looks_offline(error: Exception) -> bool:

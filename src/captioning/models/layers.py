@@ -1,4 +1,4 @@
-"""Registered custom layers of the exported models.
+"""Registered custom layers of the decoder models.
 
 Every layer here is registered serializable under the package name "captioning", keeps each
 constructor argument as an attribute, builds its weights in `build` and returns every
@@ -228,4 +228,62 @@ class ZeroState(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"units": self.units})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class ScheduledSampling(layers.Layer):
+    """Feeds the model its own predictions in place of some true words (parallel scheduled
+    sampling, Duckworth et al. 2019).
+
+    In training, each input word after the first is replaced, with probability
+    `probability`, by the word a teacher-forced pass over the same caption predicted for
+    that position (the argmax of the previous position's logits, without gradient); the
+    start token and padding are kept. Outside training the words pass through unchanged.
+    `probability` is a non-trainable weight, set between epochs (the training ramp).
+
+    Args:
+        seed: seed of the draws; None: from Keras' global seed.
+
+    Call args:
+        inputs: `[tokens, logits]`: `(batch, steps)` word ids and the teacher-forced pass's
+            `(batch, steps, vocab)` logits over them (`logits[:, t]` predicts word t + 1).
+        training: replace words only when True.
+
+    Returns:
+        `(batch, steps)` int32 word ids.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        check_int("seed", seed, 0, allow_none=True)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="sampling_seed")
+
+    def build(self, input_shape):
+        self.probability = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                           name="probability")
+
+    def call(self, inputs, training=None):
+        tokens, logits = inputs
+        tokens = ops.cast(tokens, "int32")  # (batch, steps)
+        if not training:
+            return tokens
+        predicted = ops.cast(ops.argmax(ops.stop_gradient(logits), axis=-1), "int32")
+        # word t is predicted at step t - 1; the start token stays (a replacement by itself)
+        predicted = ops.concatenate([tokens[:, :1], predicted[:, :-1]], axis=1)
+        draws = keras.random.uniform(ops.shape(tokens), seed=self.seed_generator)
+        replace = ops.logical_and(draws < ops.cast(self.probability, draws.dtype),
+                                  ops.not_equal(tokens, 0))
+        return ops.where(replace, predicted, tokens)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor(inputs[0].shape, dtype="int32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"seed": self.seed})
         return config

@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from captioning.errors import ConfigError
-from captioning.models.search import SequenceDecoder, _compile
+from captioning.models.search import SequenceDecoder, compile_search
 from captioning.utils.checks import check_int, check_number
 
 _NEG_INF = -1e9
@@ -100,7 +100,7 @@ class CaptionSampler(SequenceDecoder):
                               f" which takes {self.feature_shape}")
         key = (k, greedy)
         if key not in self._loops:
-            self._loops[key] = _compile(
+            self._loops[key] = compile_search(
                 lambda values, f, seed: self._loop(values, f, seed, k, greedy))
         values = [variable.value for variable in self.step_model.variables]
         seed = self.seed_generator.state.value

@@ -13,11 +13,19 @@ words.
   `log_prob / length ** length_penalty` (as in GNMT), so a short caption that ended early
   is weighed against longer ones by that score, not dropped for its lower raw sum. It
   stops when no alive caption can still beat the pool.
+
+With `block_ngram_repeat=N` (both searches) no caption holds the same N words twice: at each
+step the words that would complete an N-gram already in the caption are banned, computed in
+the loop from the caption so far. The step model's weights are an argument of the compiled
+call, so a decoder made once (the validation BLEU of every epoch) searches with the current
+weights on every backend (on JAX a compiled function would otherwise keep the values it was
+traced with).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -80,7 +88,8 @@ class SequenceDecoder:
             name="initial_states")
         self._compiled = {}
 
-    def decode(self, features, beam: int = 1, length_penalty: float = 0.7) -> Beams:
+    def decode(self, features, beam: int = 1, length_penalty: float = 0.7,
+               block_ngram_repeat: int = 0) -> Beams:
         """Captions a batch of features.
 
         Args:
@@ -89,11 +98,14 @@ class SequenceDecoder:
             length_penalty: the exponent `a` of the length normalisation: a finished
                 caption scores `log_prob / length ** a` (the end token counted). It ranks
                 the finished captions against each other; 0 ranks by total log-probability.
+            block_ngram_repeat: N: no N consecutive words occur twice in a caption (the
+                word that would repeat an N-gram is never chosen); 0 allows repeats.
 
         Returns:
             `Beams` with K beams per image, best (highest normalised score) first.
         """
         check_int("beam", beam, 1)
+        check_int("block_ngram_repeat", block_ngram_repeat, 0)
         check_number("length_penalty", length_penalty, 0)
         if not np.isfinite(length_penalty):
             raise ConfigError(f"length_penalty must be a finite number, got {length_penalty!r}")
@@ -101,13 +113,16 @@ class SequenceDecoder:
         if features.shape[1:] != self.feature_shape:
             raise ConfigError(f"features of shape {features.shape[1:]} do not fit this decoder,"
                               f" which takes {self.feature_shape}")
-        k, penalty = int(beam), float(length_penalty)
-        key = (k, 0.0 if k == 1 else penalty)
+        k, penalty, block = int(beam), float(length_penalty), int(block_ngram_repeat)
+        key = (k, 0.0 if k == 1 else penalty, block)
         if key not in self._compiled:
-            search = (self._greedy if k == 1
-                      else lambda f: self._beam_search(f, k, penalty))
-            self._compiled[key] = _compile(search)
-        ids, log_probs, lengths, attention = self._compiled[key](features)
+            search = (functools.partial(self._greedy, block=block) if k == 1
+                      else functools.partial(self._beam_search, k=k, penalty=penalty,
+                                             block=block))
+            self._compiled[key] = compile_search(
+                functools.partial(self._with_weights, search))
+        values = [variable.value for variable in self.step_model.variables]
+        ids, log_probs, lengths, attention = self._compiled[key](values, features)
         ids, log_probs = np.asarray(ids), np.asarray(log_probs)
         lengths = np.asarray(lengths)
         scores = log_probs / np.maximum(lengths, 1).astype(np.float32) ** penalty
@@ -117,6 +132,12 @@ class SequenceDecoder:
         attention = take(np.asarray(attention)) if self.signature.has_attention else None
         return Beams(ids=take(ids), scores=take(scores), log_probs=take(log_probs),
                      lengths=take(lengths), attention=attention)
+
+    def _with_weights(self, search, values, features):
+        """Runs `search(features)` with the step model's variables read as `values`."""
+        mapping = list(zip(self.step_model.variables, values))
+        with keras.StatelessScope(state_mapping=mapping):
+            return search(features)
 
     def _step(self, features, token, states):
         outputs = self.signature.split(self.step_model(
@@ -128,12 +149,38 @@ class SequenceDecoder:
         ids = ops.arange(self.vocab_size)
         return ops.logical_or(ids == self.pad_id, ids == self.start_id)
 
+    def _repeats(self, ids, t, n):
+        """`(rows, vocab)` True for the words that would repeat an n-gram of the captions
+        `ids (rows, max_length)`, whose first `t` words are generated; None for n = 0."""
+        windows = self.max_length - n + 1  # n-grams that fit in a caption
+        if n == 0 or windows < 2:
+            return None
+        starts = np.arange(windows)
+        following = ops.take(ids, starts + n - 1, axis=1)  # (rows, windows)
+        # An n-gram starting at j is complete before step t when j + n <= t.
+        match = ops.logical_and(ops.ones_like(following, dtype="bool"),
+                                ops.expand_dims(ops.arange(windows) <= t - n, 0))
+        if n > 1:
+            prefixes = ops.take(ids, (starts[:, None] + np.arange(n - 1)).reshape(-1), axis=1)
+            prefixes = ops.reshape(prefixes, (-1, windows, n - 1))  # (rows, windows, n - 1)
+            last = ops.take(ids, ops.maximum(t - n + 1, 0) + ops.arange(n - 1), axis=1)
+            same = ops.all(prefixes == ops.expand_dims(last, 1), axis=-1)
+            match = ops.logical_and(match, same)  # (rows, windows)
+        rows = ops.shape(ids)[0]
+        row = ops.repeat(ops.expand_dims(ops.arange(rows), 1), windows, axis=1)
+        indices = ops.reshape(ops.stack([row, ops.cast(following, row.dtype)], axis=-1),
+                              (-1, 2))
+        hits = ops.scatter(indices, ops.reshape(ops.cast(match, "float32"), (-1,)),
+                           (rows, self.vocab_size))
+        return hits > 0
+
     def _initial_states(self, features):
         states = self.initial_model(features, training=False)
         return list(states) if isinstance(states, (list, tuple)) else [states]
 
-    def _greedy(self, features):
-        """The most likely word at each step; a finished caption emits padding."""
+    def _greedy(self, features, block=0):
+        """The most likely word at each step (of those that repeat no `block`-gram); a
+        finished caption emits padding."""
         batch = ops.shape(features)[0]
         length = self.max_length
         regions = self.feature_shape[0] if self.signature.has_attention else 1
@@ -153,6 +200,9 @@ class SequenceDecoder:
             log_probs, states, weights = self._step(features, token, states)
             log_probs = ops.reshape(ops.cast(log_probs, "float32"), (batch, self.vocab_size))
             log_probs = ops.where(banned, _NEG_INF, log_probs)
+            repeats = self._repeats(ids, t, block)
+            if repeats is not None:
+                log_probs = ops.where(repeats, _NEG_INF, log_probs)
             word = ops.cast(ops.argmax(log_probs, axis=-1), "int32")  # (batch,)
             word = ops.where(finished, self.pad_id, word)
             gained = ops.take_along_axis(log_probs, ops.expand_dims(word, -1), axis=1)[:, 0]
@@ -173,7 +223,7 @@ class SequenceDecoder:
         one = lambda x: ops.expand_dims(x, 1)
         return one(ids), one(log_prob), one(lengths), one(attention)
 
-    def _beam_search(self, features, k, penalty):
+    def _beam_search(self, features, k, penalty, block=0):
         """Beam search with a pool of finished captions ranked by normalised score.
 
         K captions stay alive, ranked by total log-probability. At each step the 2K best
@@ -181,7 +231,8 @@ class SequenceDecoder:
         `log_prob / length ** penalty`, which keeps the K best; the K best of the others
         stay alive. The search stops when no alive caption can beat the pool's worst: its
         log-probability only falls, so `log_prob / max_length ** penalty` bounds what it
-        can reach. Alive captions that reach `max_length` join the pool at the end.
+        can reach. Alive captions that reach `max_length` join the pool at the end. With
+        `block`, an expansion that repeats a `block`-gram of its caption is never taken.
         """
         batch = ops.shape(features)[0]
         length, vocab = self.max_length, self.vocab_size
@@ -216,6 +267,10 @@ class SequenceDecoder:
             log_probs, states, weights = self._step(features, token, states)
             log_probs = ops.reshape(ops.cast(log_probs, "float32"), (batch, k, vocab))
             log_probs = ops.where(banned, _NEG_INF, log_probs)
+            repeats = self._repeats(ops.reshape(alive_ids, (-1, length)), t, block)
+            if repeats is not None:
+                log_probs = ops.where(ops.reshape(repeats, (batch, k, vocab)), _NEG_INF,
+                                      log_probs)
             candidates = ops.reshape(ops.expand_dims(alive, -1) + log_probs, (batch, k * vocab))
             scores, flat = ops.top_k(candidates, 2 * k)  # (batch, 2k)
             parent = flat // vocab
@@ -260,7 +315,11 @@ class SequenceDecoder:
                 both(pool_attention, alive_attention))
 
 
-def _compile(function):
+def compile_search(function):
+    """`function` compiled for the backend: `tf.function` on TensorFlow, `jax.jit` on JAX,
+    unchanged on others. A function that runs a model should take the model's variable
+    values as an argument and read them through a `keras.StatelessScope`: a JAX function
+    keeps the values it was traced with."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf

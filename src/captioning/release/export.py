@@ -1,13 +1,23 @@
-"""Writing a release: `export_release` after training, `copy_release` into the repository."""
+"""Writing a release: `export_release` after training, `copy_release` into the repository.
+
+Both write the new files beside the old ones and switch them in at once
+(`captioning.release.switch`): a kill at any moment leaves the old release or the new one,
+and a release interrupted mid-switch is completed by the next reader. A file whose bytes do
+not change is not rewritten, nor is the manifest when only its date would change. Models
+are saved in memory and written as plain bytes (`captioning.release.model_bytes`), so a
+full disk is one line, not a crash inside HDF5.
+"""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import os
-import shutil
 from pathlib import Path
 
 from captioning.config import CaptionConfig
+from captioning.errors import ReleaseError
 from captioning.models.step import StepSignature
 from captioning.release.load import verify_release
 from captioning.release.manifest import (
@@ -18,13 +28,17 @@ from captioning.release.manifest import (
     RELEASE_VERSION,
     TOKENIZER_FILE,
     versions,
-    write_manifest,
 )
+from captioning.release.model_bytes import model_file_bytes
+from captioning.release.switch import discard_staged, finish_switch, stage, staged_path, switch
+from captioning.utils.files import display_path, sha256_file
+
+_VOLATILE = ("created",)  # manifest fields that change on every export
 
 
 def export_release(out_dir, *, encoder_file, step_model, tokenizer, config: CaptionConfig,
                    cache_settings: dict, feature_shape, extra: dict | None = None) -> Path:
-    """Writes the four release files into `out_dir`.
+    """Writes the four release files into `out_dir`, switched in at once.
 
     Args:
         out_dir: the folder to write into.
@@ -39,19 +53,25 @@ def export_release(out_dir, *, encoder_file, step_model, tokenizer, config: Capt
 
     Returns:
         The path of `manifest.json`.
+
+    Raises:
+        ReleaseError: a file cannot be written (the release in place is kept whole).
     """
     signature = StepSignature.from_model(step_model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    encoder_path = out / ENCODER_FILE
+    targets = {"encoder": out / ENCODER_FILE, "decoder": out / DECODER_FILE,
+               "tokenizer": out / TOKENIZER_FILE}
+    manifest_path = out / MANIFEST_FILE
+    _prepare(manifest_path, targets.values())
     if isinstance(encoder_file, (str, os.PathLike)):
-        if Path(encoder_file).resolve() != encoder_path.resolve():
-            shutil.copyfile(encoder_file, encoder_path)
+        _stage_copy(Path(encoder_file), targets["encoder"])
     else:
-        encoder_file.save(encoder_path)
-    step_model.save(out / DECODER_FILE)
-    if (out / TOKENIZER_FILE).resolve() != Path(getattr(tokenizer, "_path", "")).resolve():
-        tokenizer.save(out / TOKENIZER_FILE)
+        _stage_bytes(targets["encoder"], model_file_bytes(encoder_file))
+    _stage_bytes(targets["decoder"], model_file_bytes(step_model))
+    if targets["tokenizer"].resolve() != Path(getattr(tokenizer, "_path", "")).resolve():
+        stage(targets["tokenizer"], tokenizer.save)
+        _drop_if_unchanged(targets["tokenizer"])
     manifest = {
         "format": RELEASE_FORMAT,
         "version": RELEASE_VERSION,
@@ -66,15 +86,13 @@ def export_release(out_dir, *, encoder_file, step_model, tokenizer, config: Capt
                    "start_id": int(tokenizer.start_id), "end_id": int(tokenizer.end_id)},
         "versions": versions(),
         **(extra or {}),
-        "files": {},
     }
-    return write_manifest(out / MANIFEST_FILE, manifest, {
-        "encoder": encoder_path, "decoder": out / DECODER_FILE, "tokenizer": out / TOKENIZER_FILE,
-    })
+    return _switch_in(manifest_path, manifest, targets)
 
 
 def copy_release(manifest_path, models_dir, tokenizer_dir) -> Path:
-    """Copies a release into the repository layout (`saved_models/`, `tokenizer/`)."""
+    """Copies a release into the repository layout (`saved_models/`, `tokenizer/`), switched
+    in at once; files already identical there are left alone."""
     # Verify first: the copy's manifest records the hashes of the copied files, so copying
     # a changed file unchecked would make it pass as genuine.
     _, manifest, files = verify_release(manifest_path)
@@ -83,7 +101,82 @@ def copy_release(manifest_path, models_dir, tokenizer_dir) -> Path:
     tokenizer_dir.mkdir(parents=True, exist_ok=True)
     targets = {"encoder": models_dir / ENCODER_FILE, "decoder": models_dir / DECODER_FILE,
                "tokenizer": tokenizer_dir / TOKENIZER_FILE}
+    _prepare(models_dir / MANIFEST_FILE, targets.values())
     for role, target in targets.items():
-        if files[role] != target.resolve():  # already in place (exporting onto itself)
-            shutil.copyfile(files[role], target)
-    return write_manifest(models_dir / MANIFEST_FILE, manifest, targets)
+        _stage_copy(files[role], target)
+    return _switch_in(models_dir / MANIFEST_FILE, manifest, targets)
+
+
+def _prepare(manifest_path, targets):
+    """Completes an interrupted switch, then drops staged files no journal names."""
+    finish_switch(manifest_path)
+    discard_staged([*targets, manifest_path])
+
+
+def _stage_bytes(target: Path, data: bytes):
+    if _same_bytes(target, hashlib.sha256(data).hexdigest()):
+        return
+    stage(target, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _stage_copy(source: Path, target: Path):
+    if _resolved(source) == _resolved(target):
+        return  # already in place (exporting onto itself)
+    if _same_bytes(target, sha256_file(source)):
+        return
+
+    def copy(tmp):
+        with open(source, "rb") as reader, open(tmp, "wb") as writer:
+            while block := reader.read(2**20):
+                writer.write(block)
+
+    stage(target, copy)
+
+
+def _drop_if_unchanged(target: Path):
+    staged = staged_path(target)
+    if staged.exists() and _same_bytes(target, sha256_file(staged)):
+        staged.unlink()
+
+
+def _same_bytes(target: Path, digest: str) -> bool:
+    return target.is_file() and sha256_file(target) == digest
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def _switch_in(manifest_path: Path, manifest: dict, targets: dict) -> Path:
+    """Records the hashes of the release's files as they will be after the switch, stages
+    the manifest unless only its volatile fields changed, and switches everything in."""
+    manifest = dict(manifest)
+    manifest["files"] = {}
+    for role, target in targets.items():
+        source = staged_path(target) if staged_path(target).exists() else target
+        manifest["files"][role] = {
+            "path": os.path.relpath(target, manifest_path.parent).replace(os.sep, "/"),
+            "sha256": sha256_file(source)}
+    if not _same_manifest(manifest_path, manifest):
+        text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        stage(manifest_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    try:
+        switch(manifest_path, [*targets.values(), manifest_path])
+    except ReleaseError:
+        raise
+    except OSError as failure:
+        raise ReleaseError(f"{display_path(manifest_path.parent)}: the release cannot be "
+                           f"switched in ({failure.strerror or failure})") from None
+    return manifest_path
+
+
+def _same_manifest(path: Path, manifest: dict) -> bool:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    strip = lambda m: {k: v for k, v in m.items() if k not in _VOLATILE}  # noqa: E731
+    return isinstance(old, dict) and strip(old) == strip(json.loads(json.dumps(manifest)))

@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from captioning.errors import CaptioningError, ReleaseError, UnsafeFileError
+from captioning.utils.backends import require_tensorflow
 
 __all__ = [
     "ALLOWED_ACTIVATIONS",
@@ -370,6 +371,8 @@ def _short(value) -> str:
 
 def import_tf_keras():
     """The `tf_keras` module, or a CaptioningError saying how to install it."""
+    require_tensorflow("reading releases of the earlier Keras project",
+                       "pip install tensorflow tf-keras")
     try:
         import tf_keras
     except ImportError:

@@ -1,12 +1,23 @@
-"""Caption text to words: the cleaning `CaptionTokenizer` applies before any lookup."""
+"""Caption text to words: the cleaning `CaptionTokenizer` applies before any lookup.
+
+Any language goes through unchanged but for what the settings ask: a caption is first put in
+Unicode NFC form (so "ờ" typed as "o" + two combining marks and "ờ" as one code point are one
+word), lower-cased with Python's full Unicode case mapping when `lower` ("ĐÁ" -> "đá"), and
+then split into words at whitespace, the `filters` characters and the invisible separators
+U+200B (zero width space) and U+FEFF (a stray byte order mark), which `str.split` keeps
+inside words.
+"""
 
 import functools
 import re
+import unicodedata
 
 from captioning.errors import ConfigError
 from captioning.text.safe_pickle import shorten
 
 ARTICLES = frozenset({"a", "an", "the"})
+# Invisible characters that separate words but are not whitespace to `str.split`.
+INVISIBLE_SEPARATORS = "\u200b\ufeff"
 
 
 def as_texts(texts):
@@ -30,8 +41,29 @@ def check_caption(text):
         raise ConfigError(f"A caption must be a string; got {shorten(text)}.")
 
 
+def normalize_text(text, *, lower):
+    """`text` in Unicode NFC form, lower-cased when `lower` (full Unicode case mapping).
+
+    Lower-casing can leave a decomposed sequence ("İ" -> "i" + U+0307), so the result is
+    put in NFC form again.
+
+    Example:
+
+    ```python
+    normalize_text("Ngu\u031bo\u031b\u0300i", lower=True)   # 'người' (one code point each)
+    ```
+    """
+    text = unicodedata.normalize("NFC", text)
+    if lower:
+        text = unicodedata.normalize("NFC", text.lower())
+    return text
+
+
 def caption_words(text, markers, *, lower, filters, remove_articles, split=None):
     """The cleaned words of one caption, without its markers.
+
+    The caption is put in NFC form and lower-cased (`normalize_text`), then split into
+    words at whitespace, at `filters` characters and at `INVISIBLE_SEPARATORS`.
 
     Args:
         text: one caption string.
@@ -53,11 +85,9 @@ def caption_words(text, markers, *, lower, filters, remove_articles, split=None)
     ```
     """
     check_caption(text)
-    markers = tuple(markers)
-    if lower:
-        text = text.lower()
-        markers = tuple(marker.lower() for marker in markers)
-    table = _filter_table(filters, split or " ")
+    text = normalize_text(text, lower=lower)
+    markers = tuple(normalize_text(marker, lower=lower) for marker in markers)
+    table = _filter_table(filters + INVISIBLE_SEPARATORS, split or " ")
     words = []
     for piece in _marker_pattern(markers).split(text):
         piece = piece.translate(table)

@@ -10,6 +10,8 @@ in the vocabulary (`MARKER_PAIRS`), and ids at or beyond `num_words` read as the
 out-of-vocabulary id.
 """
 
+import types
+
 from captioning.errors import ConfigError, UnsafeFileError
 from captioning.text.safe_pickle import PickleAbuse, shorten
 from captioning.text.tokenizer_file import (
@@ -19,6 +21,7 @@ from captioning.text.tokenizer_file import (
     check_counts,
     check_plain,
     check_word_index,
+    listed,
 )
 
 MARKER_PAIRS = (("<start>", "<end>"), ("<sos>", "<eos>"), ("ssss", "eeee"))
@@ -37,10 +40,51 @@ _KERAS_KNOWN_STATE = _KERAS_REQUIRED_STATE | {
 }
 
 
-class KerasTokenizerState:
-    """Stands in for `keras_preprocessing.text.Tokenizer` while unpickling: keeps the state."""
+class _Frozen(type):
+    """The metaclass of the stand-ins: their classes take no new attribute values either
+    (a pickle could otherwise reach a class through its instances)."""
+
+    def __setattr__(cls, name, value):
+        raise PickleAbuse(f"sets the attribute {shorten(name)} of a class, which pickled Keras "
+                          "tokenizers never do")
+
+    def __delattr__(cls, name):
+        raise PickleAbuse(f"deletes the attribute {shorten(name)} of a class")
+
+
+class _StandIn(metaclass=_Frozen):
+    """A stand-in handed to the unpickler: a pickle cannot change it.
+
+    No `__dict__` (`__slots__`), and `__setattr__`, `__delattr__` and `__setstate__` refuse,
+    so a pickle's BUILD (which sets a state or attributes) cannot alter what the loader uses,
+    neither a `__qualname__` nor anything else.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise PickleAbuse(f"sets the attribute {shorten(name)} of {self._name}, which pickled "
+                          "Keras tokenizers never do")
+
+    def __delattr__(self, name):
+        raise PickleAbuse(f"deletes the attribute {shorten(name)} of {self._name}")
+
+    def __setstate__(self, state):
+        raise PickleAbuse(f"gives {self._name} a state, which pickled Keras tokenizers never do")
+
+    def __reduce__(self):
+        raise PickleAbuse(f"pickles {self._name}")
+
+
+class KerasTokenizerState(_StandIn):
+    """Stands in for `keras_preprocessing.text.Tokenizer` while unpickling: keeps the state.
+
+    Its one state may be set once, as a dict, by the pickle's BUILD; nothing else about it
+    can be changed.
+    """
 
     __slots__ = ("state",)
+    _name = KERAS_TOKENIZER
 
     def __new__(cls, *args, **kwargs):
         if args or kwargs:
@@ -49,7 +93,7 @@ class KerasTokenizerState:
                 "Keras tokenizers never do"
             )
         instance = super().__new__(cls)
-        instance.state = None
+        object.__setattr__(instance, "state", None)
         return instance
 
     def __setstate__(self, state):
@@ -60,45 +104,58 @@ class KerasTokenizerState:
                 "gives a keras_preprocessing.text.Tokenizer a state that is a "
                 f"{type(state).__name__}, not a dict of attributes"
             )
-        self.state = state
+        object.__setattr__(self, "state", state)
 
 
-class _LegacyIntFactory:
+class _LegacyIntFactory(_StandIn):
     """Stands in for `builtins.int`, which a legacy pickle may only use as a defaultdict factory."""
 
     __slots__ = ()
+    _name = "builtins.int"
 
     def __call__(self, *args, **kwargs):
         raise PickleAbuse("calls builtins.int, which pickled Keras tokenizers never do")
 
 
+class _LegacyOrderedDict(_StandIn):
+    """Stands in for `collections.OrderedDict`: only `OrderedDict()`, as a plain dict."""
+
+    __slots__ = ()
+    _name = "collections.OrderedDict"
+
+    def __call__(self, *args):
+        if args:
+            raise PickleAbuse(
+                "creates collections.OrderedDict with arguments, which pickled Keras "
+                "tokenizers never do"
+            )
+        return {}
+
+
+class _LegacyDefaultDict(_StandIn):
+    """Stands in for `collections.defaultdict`: only `defaultdict(int)`, as a plain dict."""
+
+    __slots__ = ()
+    _name = "collections.defaultdict"
+
+    def __call__(self, *args):
+        if len(args) != 1 or args[0] is not _LEGACY_INT:
+            raise PickleAbuse(
+                "creates collections.defaultdict with arguments other than the factory "
+                "builtins.int, which pickled Keras tokenizers never do"
+            )
+        return {}
+
+
 _LEGACY_INT = _LegacyIntFactory()
 
 
-def _legacy_ordered_dict(*args):
-    if args:
-        raise PickleAbuse(
-            "creates collections.OrderedDict with arguments, which pickled Keras tokenizers "
-            "never do"
-        )
-    return {}
-
-
-def _legacy_defaultdict(*args):
-    if len(args) != 1 or args[0] is not _LEGACY_INT:
-        raise PickleAbuse(
-            "creates collections.defaultdict with arguments other than the factory "
-            "builtins.int, which pickled Keras tokenizers never do"
-        )
-    return {}
-
-
-LEGACY_GLOBALS = {
+LEGACY_GLOBALS = types.MappingProxyType({
     KERAS_TOKENIZER: KerasTokenizerState,
-    "collections.OrderedDict": _legacy_ordered_dict,
-    "collections.defaultdict": _legacy_defaultdict,
+    "collections.OrderedDict": _LegacyOrderedDict(),
+    "collections.defaultdict": _LegacyDefaultDict(),
     "builtins.int": _LEGACY_INT,
-}
+})
 """What the unpickler gets for each global a legacy Keras tokenizer pickle may name."""
 
 
@@ -123,11 +180,11 @@ def _check_attributes(state, source):
         The tokenizer's `split` and `document_count`.
     """
     missing = sorted(_KERAS_REQUIRED_STATE - state.keys())
-    unknown = sorted(map(repr, state.keys() - _KERAS_KNOWN_STATE))
+    unknown = state.keys() - _KERAS_KNOWN_STATE
     if missing or unknown:
         raise ConfigError(
             f"{source} holds a Keras Tokenizer with missing attributes {missing or 'none'} "
-            f"and unexpected attributes {', '.join(unknown) or 'none'}; it was not written "
+            f"and unexpected attributes {listed(unknown) or 'none'}; it was not written "
             "by keras_preprocessing's Tokenizer."
         )
     if state.get("char_level", False) is not False:

@@ -3,7 +3,12 @@
 from captioning.text.legacy_state import LEGACY_GLOBALS, read_keras_state
 from captioning.text.safe_pickle import RefusedGlobal, read_bytes, unpickle
 from captioning.text.tokenizer import CaptionTokenizer
-from captioning.text.tokenizer_file import KERAS_TOKENIZER, TOKENIZER_REASON, read_tokenizer_dict
+from captioning.text.tokenizer_file import (
+    KERAS_TOKENIZER,
+    MAX_TOKENIZER_BYTES,
+    TOKENIZER_REASON,
+    read_tokenizer_dict,
+)
 
 __all__ = ["load_tokenizer"]
 
@@ -34,7 +39,8 @@ def load_tokenizer(path):
     Raises:
         UnsafeFileError: the file names a global it must not (the message names the file and
             the global), misuses an allowed one, or holds anything but plain values.
-        ConfigError: the file is missing, empty, truncated, corrupt, or not a tokenizer.
+        ConfigError: the file is missing, no regular file, larger than `MAX_TOKENIZER_BYTES`,
+            empty, truncated, corrupt, or not a tokenizer.
 
     Example:
 
@@ -43,7 +49,7 @@ def load_tokenizer(path):
     tokenizer.decode(model_output_ids)
     ```
     """
-    data, source = read_bytes(path, "tokenizer")
+    data, source = read_bytes(path, "tokenizer", MAX_TOKENIZER_BYTES)
     try:
         obj = unpickle(data, source, {}, TOKENIZER_REASON)
     except RefusedGlobal as refusal:

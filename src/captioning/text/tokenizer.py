@@ -60,14 +60,24 @@ def _check_token(name, value):
 class CaptionTokenizer:
     """Turns captions into token ids for a captioning model, and ids back into captions.
 
-    Cleaning a caption lower-cases it (if `lower`), replaces every character of `filters` by a
-    space, splits it on whitespace and, if `remove_articles`, drops the words "a", "an" and
-    "the". Start and end markers are never filtered, counted or returned as words: a caption
-    that already holds them ("<start> a dog <end>") encodes exactly like one without them.
+    Cleaning a caption puts it in Unicode NFC form, lower-cases it (if `lower`, with Python's
+    full Unicode case mapping: "ĐÁ BÓNG" -> "đá bóng"), replaces every character of `filters`
+    (and the zero width space U+200B) by a space, splits it on whitespace and, if
+    `remove_articles`, drops the words "a", "an" and "the". Start and end markers are never
+    filtered, counted or returned as words: a caption that already holds them
+    ("<start> a dog <end>") encodes exactly like one without them.
+
+    The default `filters` (`DEFAULT_FILTERS`, Keras' `Tokenizer` default without `<` and `>`)
+    are the 29 ASCII punctuation and symbol characters other than `'`, `<` and `>`, plus tab
+    and newline: ``!"#$%&()*+,-./:;=?@[\\]^_`{|}~``. So "dog." and "dog" are one word,
+    "well-known" becomes "well known" and "man's" stays one word. Letters of any script, their
+    accents and tone marks, digits, the apostrophe and every non-ASCII character (such as "…"
+    or "«") are kept: pass your own `filters` to remove more.
 
     Args:
-        lower: lower-case captions before anything else.
-        filters: characters replaced by spaces. The default keeps `<` and `>`.
+        lower: lower-case captions (after the NFC normalisation every caption gets).
+        filters: characters replaced by spaces. The default, `DEFAULT_FILTERS`, is ASCII
+            punctuation but `'`, `<` and `>` (see above).
         remove_articles: drop the words "a", "an" and "the" (in any case).
         start_token: the marker that starts every encoded caption, e.g. `"<start>"`,
             `"<sos>"` or `"ssss"`.

@@ -43,6 +43,14 @@ CONFIG_KEYS = (
 KERAS_TOKENIZER = "keras_preprocessing.text.Tokenizer"
 LEGACY_KEYS = frozenset({"source", "split", "document_count"})
 
+MAX_TOKENIZER_BYTES = 8 * 2**20
+"""The largest tokenizer file read: unpickling takes up to ~90x a pickle's size in memory,
+and the largest genuine tokenizers (a Keras one fitted on COCO) are about 1 MB."""
+MAX_NESTING = 16
+"""How deep a tokenizer file nests containers at most (a genuine one: 3 levels)."""
+MAX_INT_BITS = 64
+"""The largest integer a tokenizer file holds (ids and counts)."""
+
 _DICT_KEYS = frozenset({"format", "version", "config", "word_index", "word_counts", "legacy"})
 _REQUIRED_DICT_KEYS = _DICT_KEYS - {"legacy"}
 
@@ -72,8 +80,16 @@ class TokenizerState(NamedTuple):
 
 
 def check_plain(obj, source):
-    """Refuses anything in `obj` but plain values, naming `source` and `TOKENIZER_REASON`."""
-    walk_plain(obj, source, TOKENIZER_REASON)
+    """Refuses anything in `obj` but plain values, containers nested more than `MAX_NESTING`
+    deep and integers over `MAX_INT_BITS` bits, naming `source` and `TOKENIZER_REASON`."""
+    walk_plain(obj, source, TOKENIZER_REASON, max_depth=MAX_NESTING, max_int_bits=MAX_INT_BITS)
+
+
+def listed(values, most: int = 5) -> str:
+    """Up to `most` values, shortened, for a message: `'a', 'b', ... (12 in all)`."""
+    shown = sorted(map(shorten, values))
+    text = ", ".join(shown[:most])
+    return text + (f", ... ({len(shown)} in all)" if len(shown) > most else "")
 
 
 def read_tokenizer_dict(d, source):
@@ -109,11 +125,11 @@ def read_tokenizer_dict(d, source):
             "the tokenizer."
         )
     missing = sorted(_REQUIRED_DICT_KEYS - d.keys())
-    unknown = sorted(map(repr, d.keys() - _DICT_KEYS))
+    unknown = d.keys() - _DICT_KEYS
     if missing or unknown:
         raise ConfigError(
             f"{source} does not have the structure of a tokenizer (missing keys: "
-            f"{missing or 'none'}; unexpected keys: {', '.join(unknown) or 'none'})."
+            f"{missing or 'none'}; unexpected keys: {listed(unknown) or 'none'})."
         )
     config = d["config"]
     if type(config) is not dict or set(config) != set(CONFIG_KEYS):

@@ -3,6 +3,8 @@
 `fit` gets them in this order: `BleuMonitor` adds `val_bleu_4` to the epoch's logs,
 `ResumableEarlyStopping` (Keras' `EarlyStopping`) may stop the run, and `EpochCheckpoint`
 saves the epoch into the run state (`captioning.training.run_state`), the stop included.
+`ScheduledSamplingRamp` acts at each epoch's start instead: it sets the scheduled-sampling
+probability of that epoch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from keras import ops
 
 from captioning.models.search import SequenceDecoder
 from captioning.text import bleu4
+from captioning.training.objective import sampling_probability
 from captioning.training.run_state import PhaseCheckpoint, history_row
 
 logger = logging.getLogger(__name__)
@@ -49,13 +52,17 @@ class ValidationBleu:
         without validation images."""
         if not self.images:
             return None
+        return float(bleu4(self.predict(features_of), self.references))
+
+    def predict(self, features_of) -> dict:
+        """The greedy caption of each image of the subset (name -> caption)."""
         predictions = {}
         for start in range(0, len(self.images), _DECODE_BATCH):
             names = self.images[start:start + _DECODE_BATCH]
             beams = self.search.decode(features_of(names))
             for name, ids in zip(names, beams.ids[:, 0]):
                 predictions[name] = self.tokenizer.decode(ids)
-        return float(bleu4(predictions, self.references))
+        return predictions
 
 
 def monitored(bleu: ValidationBleu, has_val_batches: bool) -> str:
@@ -167,3 +174,28 @@ class EpochCheckpoint(keras.callbacks.Callback):
                              stopped=bool(self.model.stop_training), **self.fields)
         if self.after_save is not None:
             self.after_save()
+
+
+class ScheduledSamplingRamp(keras.callbacks.Callback):
+    """Epoch start: the training model's scheduled-sampling probability for the epoch, from
+    0 at the first epoch rising linearly to `final` at the last (`sampling_probability`).
+
+    Does nothing when `final` is 0 (the model has no `ScheduledSampling` layer then).
+
+    Args:
+        final: the probability at the last epoch (`config.scheduled_sampling`).
+        epochs: the cross-entropy phase's epochs (`config.epochs`).
+        layer: the name of the model's `ScheduledSampling` layer.
+    """
+
+    def __init__(self, final: float, epochs: int, layer: str = "scheduled_sampling"):
+        super().__init__()
+        self.final, self.epochs, self.layer = float(final), int(epochs), layer
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.final:
+            return
+        value = sampling_probability(epoch, self.final, self.epochs)
+        self.model.get_layer(self.layer).probability.assign(value)
+        logger.info("epoch %d: scheduled sampling feeds the model's own word with "
+                    "probability %.3f", epoch + 1, value)

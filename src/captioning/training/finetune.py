@@ -29,7 +29,7 @@ from captioning.training.batches import (
 from captioning.training.callbacks import BleuMonitor, EpochCheckpoint, ValidationBleu
 from captioning.training.objective import compile_for_captions, make_optimizer
 from captioning.training.run_state import RunState
-from captioning.training.strategies import is_tpu
+from captioning.training.strategies import drops_remainder, make_strategy
 from captioning.utils.checks import check_int
 
 logger = logging.getLogger(__name__)
@@ -104,13 +104,11 @@ def fine_tune(run, cache, decoder, tokenizer, config, images_dir=None, progress=
         CacheError: `images_dir` is not a folder.
         ConfigError: the training captions make no full batch.
     """
-    import tensorflow as tf
-
     images_dir = Path(images_dir or cache.manifest.get("images_dir", ""))
     if not images_dir.is_dir():
         raise CacheError(f"fine-tuning reads the images, but {images_dir} is not a folder; pass "
                          "--images with the folder the cache was made from")
-    strategy = strategy or tf.distribute.get_strategy()
+    strategy = strategy or make_strategy("none")
     run_state = RunState(run, config)
     done = _finished_epochs(run_state, after_epoch)
     with strategy.scope():
@@ -165,7 +163,7 @@ def _image_batches(cache, images_dir, tokenizer, config, strategy, decoder, enco
         return CaptionBatches.from_images(
             images_dir, part["image"], tokenizer.to_matrix(part["caption"].tolist(), length),
             global_batch, size, seed=config.seed, epoch=done, shuffle=shuffle,
-            drop_remainder=is_tpu(strategy), stream=_SHUFFLE_STREAM)
+            drop_remainder=drops_remainder(strategy), stream=_SHUFFLE_STREAM)
 
     return make
 

@@ -1,4 +1,4 @@
-"""The run folder's state, one for both phases: checkpoints, state files, `history.csv`.
+"""The run folder's state, one for every phase: checkpoints, state files, `history.csv`.
 
     run/run.json                          the settings and cache the run started with
     run/history.csv                       every finished epoch, rewritten from the states
@@ -6,6 +6,7 @@
     run/checkpoints/epoch-NNNN.weights.h5 its last finished epoch (weights and optimizer)
     run/checkpoints/best-NNNN.weights.h5  its best epoch, the one exported
     run/checkpoints/fine_tune/...         the same for the fine-tuning phase (no best)
+    run/checkpoints/scst/...              the same for the SCST phase (best by val CIDEr)
 
 Every file is written whole (tmp + fsync + rename, `captioning.utils.files`), the weights
 first and `state.json` last, so a run killed at any moment resumes from the last epoch its
@@ -37,12 +38,15 @@ from captioning.utils.files import atomic_write, atomic_write_json
 logger = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_bleu_4",
-                   "learning_rate", "phase")
+                   "val_cider", "reward", "learning_rate", "phase")
 # Settings that may change when a run is resumed: they do not change what was trained. The
 # encoder settings come from the cache, which the resume check compares on its own.
 RESUMABLE = ("epochs", "early_stopping", "beam", "length_penalty", "max_decode_length",
              "strategy", "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate",
+             "scst_epochs", "scst_samples", "scst_baseline", "scst_learning_rate",
              "encoder", "weights", "image_size", "features", "feature_dtype")
+# What the SCST phase starts from and how it samples: a state that differs is stale.
+SCST_ORIGIN = ("after_epoch", "fine_tune", "samples", "baseline", "learning_rate")
 
 
 def history_row(epoch: int, phase: str, logs: dict, learning_rate: float) -> dict:
@@ -50,14 +54,15 @@ def history_row(epoch: int, phase: str, logs: dict, learning_rate: float) -> dic
 
     Args:
         epoch: the epoch's number in the whole run (from 1, across phases).
-        phase: `"frozen"` or `"fine_tune"`.
-        logs: the epoch's logs (`loss`, `masked_accuracy`, `val_*`, `val_bleu_4`).
+        phase: `"frozen"`, `"fine_tune"` or `"scst"`.
+        logs: the epoch's logs (`loss`, `masked_accuracy`, `val_*`, `val_bleu_4`; SCST's
+            `reward` and `val_cider`).
         learning_rate: the optimizer's learning rate at the epoch's end.
     """
     return {"epoch": epoch, "loss": logs.get("loss"), "accuracy": logs.get("masked_accuracy"),
             "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_masked_accuracy"),
-            "val_bleu_4": logs.get("val_bleu_4"), "learning_rate": learning_rate,
-            "phase": phase}
+            "val_bleu_4": logs.get("val_bleu_4"), "val_cider": logs.get("val_cider"),
+            "reward": logs.get("reward"), "learning_rate": learning_rate, "phase": phase}
 
 
 class PhaseCheckpoint:
@@ -138,17 +143,19 @@ def _save_weights(model, path: Path) -> None:
 
 
 class RunState:
-    """The run folder's state, both phases: see the module's docstring.
+    """The run folder's state, every phase: see the module's docstring.
 
     Args:
         run: the run folder.
-        config: the run's settings (`fine_tune` says whether the fine-tuning phase counts).
+        config: the run's settings (`fine_tune` and `scst_epochs` say whether the
+            fine-tuning and SCST phases count).
     """
 
     def __init__(self, run, config: CaptionConfig):
         self.run, self.config = Path(run), config
         self.frozen = PhaseCheckpoint(self.run / "checkpoints", keep_best=True)
         self.fine_tune = PhaseCheckpoint(self.run / "checkpoints" / "fine_tune")
+        self.scst = PhaseCheckpoint(self.run / "checkpoints" / "scst", keep_best=True)
 
     def check_run(self, cache) -> None:
         """Writes `run.json` for a new run; for an existing one, refuses settings or a cache
@@ -187,14 +194,47 @@ class RunState:
             return []
         return state["history"]
 
+    def scst_origin(self, after_epoch: int) -> dict:
+        """What an SCST phase starting after the run's epoch `after_epoch` (the last one of
+        the phases before it) starts from and how it samples: recorded in its state."""
+        config = self.config
+        return {"after_epoch": after_epoch, "fine_tune": config.fine_tune,
+                "samples": config.scst_samples, "baseline": config.scst_baseline,
+                "learning_rate": config.scst_learning_rate}
+
+    def scst_stale(self, state: dict, after_epoch: int) -> str | None:
+        """Why an SCST state no longer fits the run, or None when it does: the phases before
+        it trained on since, or its sampling settings changed (`SCST_ORIGIN`)."""
+        origin = self.scst_origin(after_epoch)
+        changed = [f"{key} {state.get(key)!r} -> {origin[key]!r}" for key in SCST_ORIGIN
+                   if state.get(key) != origin[key]]
+        if not changed:
+            return None
+        return (f"the phases before it or its settings changed since it started "
+                f"({'; '.join(changed)})")
+
     def history(self) -> pd.DataFrame:
         """Every finished epoch, in order: the first phase's, then fine-tuning's (when the
-        run fine-tunes and its state follows the first phase's last epoch)."""
+        run fine-tunes and its state follows the first phase's last epoch), then SCST's
+        (when the run has SCST epochs and its state follows the phases before it)."""
+        rows = self._rows_before_scst()
+        scst = self.scst.state()
+        if rows and scst and self.config.scst_epochs \
+                and not self.scst_stale(scst, int(rows[-1]["epoch"])):
+            rows += scst["history"]
+        return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+
+    def epochs_before_scst(self) -> int:
+        """The run's last epoch of the phases before SCST (0 before the first)."""
+        rows = self._rows_before_scst()
+        return int(rows[-1]["epoch"]) if rows else 0
+
+    def _rows_before_scst(self) -> list[dict]:
         state = self.frozen.state()
         rows = [{"phase": "frozen", **row} for row in (state["history"] if state else [])]
         if state and self.config.fine_tune:
             rows += self.fine_tune_rows(int(state["epoch"]))
-        return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+        return rows
 
     def write_history(self) -> pd.DataFrame:
         """Rewrites `history.csv` from the states (once an epoch has finished); returns the

@@ -18,7 +18,7 @@ sampled without dropout and scored with it, as the training model runs in traini
 `scst_epoch` runs one epoch in an order fixed by the seed and the epoch, and reseeds the
 sampler from them, so a resumed run samples what an uninterrupted one would have (up to the
 weights it resumed from). `train_scst` is a small driver over epochs. Neither knows about
-run folders, checkpoints or the CLI.
+run folders, checkpoints or the CLI: `captioning.training.scst_phase` runs SCST in a run.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from captioning.config import SCST_BASELINES
+from captioning.errors import ConfigError
 from captioning.models.sampling import CaptionSampler, teacher_forcing
 from captioning.text.cider import CiderD
 from captioning.training.objective import make_optimizer
@@ -60,19 +61,28 @@ class ScstTrainer:
         features: the training images' features: an array `(images, *feature_shape)` (a
             memory map will do) or a function `features(indices) -> array`.
         config: the run's `CaptionConfig` (`scst_samples`, `scst_baseline`,
-            `scst_learning_rate`, `batch_size` images per step, `max_decode_length`,
+            `scst_learning_rate`, `batch_size` captions per step, `max_decode_length`,
             `clipnorm`, `seed`).
         optimizer: the optimizer; default Adam at `scst_learning_rate`, clipped by
             `clipnorm`. The training model is compiled with it (its cross-entropy phase
             compilation is replaced).
+        replicas: the strategy's replicas in sync. A step takes `batch_size // scst_samples`
+            images (at least 1) per replica, so that it trains on about `batch_size`
+            sampled captions per replica, as a cross-entropy step does.
+        drop_remainder: leave out each epoch's last, partial batch of images (static,
+            evenly divisible batches for TPUs and `DataParallel`).
     """
 
-    def __init__(self, decoder, tokenizer, references, features, config, *, optimizer=None):
+    def __init__(self, decoder, tokenizer, references, features, config, *, optimizer=None,
+                 replicas: int = 1, drop_remainder: bool = False):
         check_int("scst_samples", config.scst_samples, 2)
         check_choice("scst_baseline", config.scst_baseline, SCST_BASELINES)
         self.decoder, self.tokenizer, self.config = decoder, tokenizer, config
         self.samples, self.baseline = int(config.scst_samples), config.scst_baseline
         self.features = features if callable(features) else (lambda index: features[index])
+        check_int("replicas", replicas, 1)
+        self.images_per_step = max(1, config.batch_size // self.samples) * int(replicas)
+        self.drop_remainder = bool(drop_remainder)
         self.num_images = len(references)
         if self.num_images == 0:
             raise ValueError("SCST needs training images; the references list is empty")
@@ -91,8 +101,9 @@ class ScstTrainer:
         """The image indices of each step of `epoch` (from 1), in an order fixed by the
         seed and the epoch."""
         order = np.random.default_rng([self.config.seed, 7, epoch]).permutation(self.num_images)
-        size = self.config.batch_size
-        return [order[i:i + size] for i in range(0, self.num_images, size)]
+        size = self.images_per_step
+        end = self.num_images - self.num_images % size if self.drop_remainder else None
+        return [order[i:i + size] for i in range(0, end or self.num_images, size)]
 
     def reseed(self, epoch: int) -> None:
         """Sets the sampler's random state from the seed and the epoch."""
@@ -159,11 +170,29 @@ def scst_epoch(trainer: ScstTrainer, epoch: int, *, progress: bool = False) -> d
         count += weight
         if bar is not None:
             bar.update(index + 1, [("reward", measured["reward"]), ("loss", measured["loss"])])
+    if not count:
+        raise ConfigError(f"{trainer.num_images} training images make no full batch of "
+                          f"{trainer.images_per_step} images; lower --batch-size")
     logs = {name: value / count for name, value in totals.items()}
     logs["learning_rate"] = _learning_rate(trainer.decoder.training.optimizer)
-    logger.info("SCST epoch %d: mean CIDEr-D reward %.4f (baseline %.4f), loss %.4f", epoch,
-                logs["reward"], logs["baseline"], logs["loss"])
     return logs
+
+
+def describe(epoch: int, logs: dict, run_epoch: int | None = None) -> str:
+    """The one line that reports an SCST epoch: its mean reward (CIDEr-D of the samples),
+    the baseline, and the validation CIDEr-D and BLEU-4 when `logs` has them.
+
+    Args:
+        epoch: the epoch's number in the phase.
+        logs: the epoch's logs (`scst_epoch`'s, with `val_cider`, `val_bleu_4`).
+        run_epoch: the epoch's number in the whole run, when it differs.
+    """
+    parts = [f"reward {logs['reward']:.4f}", f"baseline {logs['baseline']:.4f}"]
+    for key, name in (("val_cider", "val CIDEr-D"), ("val_bleu_4", "val BLEU-4")):
+        if logs.get(key) is not None:
+            parts.append(f"{name} {logs[key]:.4f}")
+    where = f" (run epoch {run_epoch})" if run_epoch is not None else ""
+    return f"SCST epoch {epoch}{where}: {', '.join(parts)}"
 
 
 def train_scst(decoder, tokenizer, references, features, config, *, first_epoch: int = 1,
@@ -187,6 +216,7 @@ def train_scst(decoder, tokenizer, references, features, config, *, first_epoch:
         logs = scst_epoch(trainer, epoch, progress=progress)
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs)
+        logger.info("%s", describe(epoch, logs))
         history.append(logs)
     return history
 

@@ -7,14 +7,17 @@ and at every epoch end it greedy-decodes a fixed validation subset for `val_bleu
 checkpoints the weights and the optimizer atomically, and rewrites `history.csv`
 (`captioning.training.run_state`). Killed at any moment, the same command resumes from the
 last finished epoch. The best epoch by `val_bleu_4` is what gets exported. With
-`config.fine_tune` the fine-tuning phase (`captioning.training.finetune`) follows.
+`config.fine_tune` the fine-tuning phase (`captioning.training.finetune`) follows; with
+`config.scst_epochs` the SCST phase (`captioning.training.scst_phase`) comes last, and its
+best epoch by val CIDEr-D is what gets exported.
 
 `history.csv` is always rewritten from the checkpoints' state (the first phase's, then the
-fine-tuning phase's), so it lists each finished epoch exactly once, in order, with its
-`phase` (`frozen`: on cached features; `fine_tune`: from images, the top CNN layers
-unfrozen). The learning-rate schedule spans the epochs the run was first started with: a run
-resumed with more `--epochs` keeps that schedule (no jump in the learning rate), and the
-added epochs of a cosine schedule run at its final rate.
+fine-tuning phase's, then SCST's), so it lists each finished epoch exactly once, in order,
+with its `phase` (`frozen`: on cached features; `fine_tune`: from images, the top CNN layers
+unfrozen; `scst`: self-critical, with `val_cider` and `reward`). The learning-rate
+schedule spans the epochs the run was first started with: a run resumed with more `--epochs`
+keeps that schedule (no jump in the learning rate), and the added epochs of a cosine
+schedule run at its final rate.
 """
 
 from __future__ import annotations
@@ -42,13 +45,15 @@ from captioning.training.callbacks import (
     BleuMonitor,
     EpochCheckpoint,
     ResumableEarlyStopping,
+    ScheduledSamplingRamp,
     ValidationBleu,
     monitored,
 )
 from captioning.training.finetune import fine_tune
 from captioning.training.objective import compile_for_captions, make_optimizer
 from captioning.training.run_state import RunState
-from captioning.training.strategies import is_tpu, make_strategy
+from captioning.training.scst_phase import scst_phase
+from captioning.training.strategies import drops_remainder, make_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +121,13 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
         encoder = fine_tune(run, cache, decoder, tokenizer, config, images_dir=images_dir,
                             progress=progress, strategy=strategy,
                             after_epoch=int(state["epoch"]))
-    history = run_state.write_history()
     best = int(state["best_epoch"])
+    if config.scst_epochs:
+        best = scst_phase(run_state, cache, decoder, tokenizer, train_table, val_table,
+                          after_epoch=run_state.epochs_before_scst(), strategy=strategy,
+                          encoder=encoder if config.fine_tune else None,
+                          images_dir=images_dir, progress=progress)
+    history = run_state.write_history()
     manifest = export_release(
         run, encoder_file=encoder, step_model=decoder.step, tokenizer=tokenizer,
         config=config, cache_settings=cache.settings, feature_shape=cache.feature_shape,
@@ -214,7 +224,7 @@ def _cross_entropy_phase(run_state: RunState, cache, tokenizer, train_table, val
                                     config.max_length + 1, feature_stats=stats)
             compile_for_captions(decoder.training, make_optimizer(
                 config.learning_rate, config.clipnorm, schedule=config.lr_schedule,
-                decay_steps=steps))
+                decay_steps=steps), label_smoothing=config.label_smoothing)
             if done:
                 decoder.training.optimizer.build(decoder.training.trainable_variables)
                 decoder.training.load_weights(run_state.frozen.weights(done))
@@ -238,7 +248,7 @@ def _feature_batches(cache, tokenizer, config: CaptionConfig, strategy):
         sequences = tokenizer.to_matrix(part["caption"].tolist(), config.max_length + 2)
         return CaptionBatches.from_cache(cache, cache.rows(part["image"]), sequences,
                                          global_batch, shuffle=shuffle, seed=config.seed,
-                                         epoch=epoch, drop_remainder=is_tpu(strategy))
+                                         epoch=epoch, drop_remainder=drops_remainder(strategy))
 
     return make
 
@@ -250,6 +260,7 @@ def _callbacks(run_state: RunState, decoder, tokenizer, cache, val_table, state:
     bleu = ValidationBleu(decoder.step, tokenizer, val_table, config)
     monitor = monitored(bleu, has_val_batches)
     callbacks = [BleuMonitor(bleu, lambda names: cache.gather(cache.rows(names)))]
+    callbacks.append(ScheduledSamplingRamp(config.scheduled_sampling, config.epochs))
     if config.early_stopping:
         callbacks.append(ResumableEarlyStopping(
             monitor, config.early_stopping, best_score=state.get("best_score"),
