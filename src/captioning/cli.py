@@ -137,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", help="a Decoder.hdf5 (with --encoder and --tokenizer)")
     p.add_argument("--tokenizer", help="a tokenizer.pickle (with --encoder and --decoder)")
 
+    p = commands.add_parser("serve", help="serve a release over HTTP: a JSON API and a web page")
+    from captioning.serve import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+
     p = commands.add_parser("export", help="copy a release into saved_models/ + tokenizer/")
     p.add_argument("--release", required=True)
     p.add_argument("--models-dir", default="saved_models")
@@ -166,7 +171,7 @@ def _non_negative_number(text: str) -> float:
 
 
 # Commands that run TensorFlow, imported with its C++ start-up lines kept off stderr.
-_TF_COMMANDS = ("cache", "train", "evaluate", "caption", "export")
+_TF_COMMANDS = ("cache", "train", "evaluate", "caption", "export", "serve")
 # Flags naming what a command writes: an OSError on a path under one "cannot write" it.
 _OUTPUT_FLAGS = ("out", "json", "predictions", "per_image", "models_dir", "tokenizer_dir")
 
@@ -463,5 +468,12 @@ def _export(args) -> int:
     return EXIT_OK
 
 
+def _serve(args) -> int:
+    from captioning.serve import run
+
+    return run(args)
+
+
 COMMANDS = {"synthetic": _synthetic, "download": _download, "cache": _cache, "train": _train,
-            "evaluate": _evaluate, "caption": _caption, "export": _export}
+            "evaluate": _evaluate, "caption": _caption, "export": _export,
+            "serve": _serve}

@@ -33,6 +33,7 @@ import pandas as pd
 from captioning.cache import describe_differences
 from captioning.config import CaptionConfig
 from captioning.errors import ConfigError
+from captioning.release.model_bytes import weights_file_bytes
 from captioning.utils.files import atomic_write, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -138,8 +139,11 @@ class PhaseCheckpoint:
 
 
 def _save_weights(model, path: Path) -> None:
-    # Keras wants the name to end in `.weights.h5`, the temporary one too.
-    atomic_write(path, lambda tmp: model.save_weights(tmp), suffix=".tmp.weights.h5")
+    # Made in memory, then written as plain bytes: HDF5 failing to write (a full disk)
+    # crashes the process inside h5py, where an OSError here is one line.
+    data = weights_file_bytes(model)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), suffix=".tmp.weights.h5",
+                 again="run the same command again to resume")
 
 
 class RunState:
