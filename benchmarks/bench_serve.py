@@ -5,8 +5,10 @@ other on a free loopback port: `batched` (`--max-batch 32 --max-wait-ms 5`, the 
 and `alone` (`--max-batch 1`: every request is encoded and searched on its own, one after
 the other). For each of 1, 8 and 32 concurrent clients (threads keeping one HTTP
 connection each, sending the six `examples/*.jpg` in turn, greedy), a fixed number of
-requests is timed: requests per second, and the p50 and p99 latency of a request as its
-client saw it. Then the batched server answers `--soak` more requests from 32 clients while
+requests is timed, in rounds that alternate the two sides: requests per second, the p50
+and p99 latency of a request as its client saw it, and the server's CPU time per request
+(user + system of the server process; it holds steady when other programs load the
+machine, where the wall-clock figures do not). Then the batched server answers `--soak` more requests from 32 clients while
 its resident memory is read every `--soak / 8` requests: peak memory must not grow with the
 number of requests.
 
@@ -49,13 +51,15 @@ class Server:
             [sys.executable, "-m", "captioning.serve", "--port", "0", "--warm-beams", "1",
              *flags], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True)
+        lines = []
         for line in self.process.stderr:
+            lines.append(line)
             found = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
             if found:
                 self.url = urllib.parse.urlsplit(found.group(1))
                 break
         else:
-            raise RuntimeError("the server did not start")
+            raise RuntimeError("the server did not start:\n" + "".join(lines[-20:]))
         threading.Thread(target=lambda: [None for _ in self.process.stderr], daemon=True).start()
 
     def memory_mib(self) -> dict:
@@ -63,6 +67,11 @@ class Server:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         value = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) / 1024
         return {"rss": value("VmRSS"), "peak": value("VmHWM")}
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system, all threads)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         if self.process.poll() is None:
@@ -133,8 +142,9 @@ def measure(servers: dict, levels, requests: int, rounds: int) -> list:
         for index in range(rounds):
             order = list(servers) if index % 2 == 0 else list(servers)[::-1]
             for name in order:
-                before = health(servers[name])
+                before, cpu = health(servers[name]), servers[name].cpu_seconds()
                 run = load(servers[name], clients, requests)
+                run["cpu_ms"] = (servers[name].cpu_seconds() - cpu) * 1000 / requests
                 after = health(servers[name])
                 run["batches"] = after["batches"] - before["batches"]
                 runs[name].append(run)
@@ -145,11 +155,13 @@ def measure(servers: dict, levels, requests: int, rounds: int) -> list:
                    "per_second": statistics.median(run["per_second"] for run in done),
                    "rounds": [round(run["per_second"], 1) for run in done],
                    "p50_ms": pick(0.50), "p99_ms": pick(0.99),
+                   "cpu_ms": statistics.median(run["cpu_ms"] for run in done),
                    "mean_batch": requests * rounds / max(1, sum(r["batches"] for r in done))}
             rows.append(row)
             print(f"{name:8s} {clients:3d} clients: {row['per_second']:6.1f} req/s "
                   f"(rounds {row['rounds']}), p50 {row['p50_ms']:6.1f} ms, "
-                  f"p99 {row['p99_ms']:6.1f} ms, mean batch {row['mean_batch']:.1f}",
+                  f"p99 {row['p99_ms']:6.1f} ms, mean batch {row['mean_batch']:.1f}, "
+                  f"server CPU {row['cpu_ms']:.1f} ms a request",
                   flush=True)
     return rows
 
@@ -167,15 +179,12 @@ def soak(server: Server, requests: int, clients: int = 32, samples: int = 8) -> 
 
 
 def table(rows) -> str:
-    lines = ["| clients | batched req/s | p50 ms | p99 ms | mean batch | alone req/s | "
-             "p50 ms | p99 ms | batched / alone |", "| --- " * 9 + "|"]
-    alone = {row["clients"]: row for row in rows if row["side"] == "alone"}
-    for row in (row for row in rows if row["side"] == "batched"):
-        other = alone[row["clients"]]
-        lines.append(f"| {row['clients']} | {row['per_second']:.1f} | {row['p50_ms']:.0f} | "
-                     f"{row['p99_ms']:.0f} | {row['mean_batch']:.1f} | "
-                     f"{other['per_second']:.1f} | {other['p50_ms']:.0f} | "
-                     f"{other['p99_ms']:.0f} | {row['per_second'] / other['per_second']:.2f}x |")
+    lines = ["| clients | side | req/s (median of rounds) | p50 ms | p99 ms | mean batch | "
+             "server CPU ms a request |", "| --- " * 7 + "|"]
+    for row in sorted(rows, key=lambda row: (row["clients"], row["side"] != "alone")):
+        lines.append(f"| {row['clients']} | {row['side']} | {row['per_second']:.1f} | "
+                     f"{row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['mean_batch']:.1f} | "
+                     f"{row['cpu_ms']:.1f} |")
     return "\n".join(lines)
 
 

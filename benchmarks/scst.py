@@ -35,6 +35,7 @@ from captioning.data.captions import read_captions
 from captioning.data.synthetic import METADATA_FILE, make_dataset
 from captioning.evaluation import evaluate_release
 from captioning.training.train import train
+from captioning.utils.logs import show_logs
 
 ENCODER = "inception_v3_mixed2"
 METRICS = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
@@ -119,6 +120,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (median)")
     parser.add_argument("--steps", type=int, default=3, help="steps per timing round")
     args = parser.parse_args()
+    show_logs()
     work = Path(args.work)
     data = work / "data"
     if not (data / "captions.csv").exists():
@@ -181,7 +183,7 @@ def report(results: dict, args, grid) -> str:
         lines.append(f"| {label} | {r['Bleu_4']:.3f} | {r['METEOR']:.3f} | {r['ROUGE_L']:.3f} "
                      f"| {r['CIDEr']:.3f} | {r['named']:.1%} | {r['true']:.1%} "
                      f"| {r['best_epoch']} | {r['train_s']:.0f} |")
-    gain = scst["CIDEr"] / ce["CIDEr"] - 1
+    gain = scst["CIDEr"] / ce["CIDEr"] - 1 if ce["CIDEr"] else float("inf")
     bleu = scst["Bleu_4"] - ce["Bleu_4"]
     lines += [
         "",

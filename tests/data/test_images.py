@@ -590,7 +590,8 @@ def test_find_images_lists_a_folder_sorted_by_extension(photo_folder):
     files, errors = images.find_images([str(photo_folder)])
 
     assert files == [str(photo_folder / name) for name in sorted(IMAGE_NAMES)]
-    assert errors == []
+    # A folder named like an image is not skipped silently (issue 14).
+    assert errors == [(str(photo_folder / "album.png"), "is a folder, not an image file")]
 
 
 def test_find_images_recursive_includes_subfolders(photo_folder):
@@ -613,7 +614,8 @@ def test_find_images_keeps_explicit_files_and_reports_missing_paths(photo_folder
     assert notes in files
     assert files.count(str(photo_folder / "b.jpg")) == 1
     assert files == sorted(files)
-    assert errors == [(missing, "no such file or folder")]
+    assert errors == [(missing, "no such file or folder"),
+                      (str(photo_folder / "album.png"), "is a folder, not an image file")]
 
 
 def test_find_images_expands_glob_patterns(photo_folder, tmp_path):
@@ -629,7 +631,7 @@ def test_find_images_expands_glob_patterns(photo_folder, tmp_path):
     assert "matches no image" in errors[0][1]
     assert folder_files == images.find_images(str(photo_folder))[0]
     assert len(folder_files) == 9
-    assert folder_errors == []
+    assert folder_errors == [(str(photo_folder / "album.png"), "is a folder, not an image file")]
 
 
 def test_find_images_double_star_pattern_searches_subfolders(photo_folder):

@@ -21,8 +21,10 @@ message that names the file.
 """
 
 import codecs
+import errno
 import glob
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -33,6 +35,7 @@ from PIL import UnidentifiedImageError
 from captioning.errors import ConfigError
 from captioning.errors import ImageError
 from captioning.utils.checks import is_int
+from captioning.utils.files import file_kind, open_regular
 
 IMAGE_EXTENSIONS = (
     ".jpg",
@@ -148,8 +151,10 @@ def find_images(paths, *, recursive=False):
     Returns:
         A tuple `(files, errors)`: `files` is the sorted list of image paths
         without duplicates; `errors` lists `(path, message)` for every input
-        that is missing, a pattern that matches no image, or a folder without
-        images, in input order.
+        that is missing, a pattern that matches no image, a folder without
+        images, and every entry of a folder (or pattern) that is named like an
+        image but is no regular file: a broken symbolic link, a symbolic link
+        loop, a FIFO, a device, or (unless `recursive`) a folder.
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
         paths = [paths]
@@ -158,14 +163,14 @@ def find_images(paths, *, recursive=False):
     for entry in paths:
         entry = os.fsdecode(entry)
         if os.path.isdir(entry):
-            images, error = _list_folder(entry, recursive)
-            if error:
-                errors.append((entry, error))
+            images, problems = _list_folder(entry, recursive)
+            errors.extend(problems)
         elif os.path.lexists(entry):
             images = [entry]
         elif glob.has_magic(entry):
-            images = _expand_pattern(entry, recursive)
-            if not images:
+            images, problems = _expand_pattern(entry, recursive)
+            errors.extend(problems)
+            if not images and not problems:
                 errors.append((entry, "pattern matches no image files"))
         else:
             errors.append((entry, "no such file or folder"))
@@ -174,21 +179,41 @@ def find_images(paths, *, recursive=False):
     return sorted(found), errors
 
 
+def file_problem(path):
+    """Why `path` is no image file to read, or None when it is a regular file.
+
+    Returns:
+        `"no such file"`, `"a broken symbolic link ..."`, `"a symbolic link loop ..."`,
+        `"is a folder, not an image file"`, `"not a regular file (a named pipe (FIFO))"`,
+        ..., or None.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except ValueError:
+        return "a path with a NUL byte"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link loop, not an image file"
+        if error.errno == errno.ENOENT and os.path.islink(path):
+            return "a broken symbolic link (what it points to does not exist)"
+        if error.errno == errno.ENOENT:
+            return "no such file"
+        return f"cannot be opened ({error.strerror or error})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(mode):
+        return f"not a regular file ({file_kind(mode)}), not an image file"
+    return None
+
+
 def _read_rgb(path, draft_size=None):
     """Decodes `path` to RGB `uint8`, optionally at a reduced JPEG scale."""
     path = os.fsdecode(path)
-    if not os.path.exists(path):
-        raise ImageError(_one_line(f"{path}: no such file"))
-    if os.path.isdir(path):
-        raise ImageError(_one_line(f"{path}: is a folder, not an image file"))
-    if not os.path.isfile(path):
-        raise ImageError(_one_line(f"{path}: not a regular file"))
-    try:
-        handle = open(path, "rb")
-    except OSError as error:
-        raise ImageError(
-            _one_line(f"{path}: cannot be opened ({error.strerror or error})")
-        ) from None
+    problem = file_problem(path)
+    if problem:
+        raise ImageError(_one_line(f"{path}: {problem}"))
+    # Opened without blocking and checked again: a FIFO put in its place is refused too.
+    handle = open_regular(path, what="image", error=ImageError)
     with handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise _unreadable(path, "empty file")
@@ -324,37 +349,50 @@ def _as_rgb_uint8(pixels):
 
 
 def _list_folder(folder, recursive):
-    """Returns `(images, error)` for the image files in `folder`."""
-    images = []
+    """Returns `(images, errors)` for the image files in `folder`: `errors` lists
+    `(path, message)` for the folder itself (unreadable, no images) and for each entry named
+    like an image that is no regular file."""
+    images, errors = [], []
     skipped_subfolders = False
     try:
         for root, subfolders, names in os.walk(folder, onerror=_raise):
             subfolders[:] = [name for name in subfolders if not name.startswith(".")]
             if not recursive:
                 skipped_subfolders = bool(subfolders)
+                names = names + [name for name in subfolders if _is_image_name(name)]
                 subfolders.clear()
-            images.extend(
-                os.path.join(root, name)
-                for name in names
-                if _is_image_name(name) and os.path.isfile(os.path.join(root, name))
-            )
+            for name in sorted(names):
+                if not _is_image_name(name):
+                    continue
+                path = os.path.join(root, name)
+                problem = file_problem(path)
+                if problem:
+                    errors.append((path, problem))
+                else:
+                    images.append(path)
     except OSError as error:
-        return [], f"cannot list {error.filename} ({error.strerror or error})"
-    if images:
-        return images, None
+        return [], [(folder, f"cannot list {error.filename} ({error.strerror or error})")]
+    if images or errors:
+        return images, errors
     if skipped_subfolders:
-        return [], "folder has no image files (its subfolders were not searched)"
-    return [], f"folder has no image files ({', '.join(IMAGE_EXTENSIONS)})"
+        return [], [(folder, "folder has no image files (its subfolders were not searched)")]
+    return [], [(folder, f"folder has no image files ({', '.join(IMAGE_EXTENSIONS)})")]
 
 
 def _expand_pattern(pattern, recursive):
-    images = []
+    images, errors = [], []
     for match in glob.glob(pattern, recursive=True):
         if os.path.isdir(match):
-            images.extend(_list_folder(match, recursive)[0])
-        elif _is_image_name(os.path.basename(match)) and os.path.isfile(match):
-            images.append(match)
-    return images
+            found, problems = _list_folder(match, recursive)
+            images.extend(found)
+            errors.extend(problem for problem in problems if problem[0] != match)
+        elif _is_image_name(os.path.basename(match)):
+            problem = file_problem(match)
+            if problem:
+                errors.append((match, problem))
+            else:
+                images.append(match)
+    return images, errors
 
 
 def _is_image_name(name):

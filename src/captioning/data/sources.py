@@ -1,20 +1,33 @@
 """Reading a captions file's text or JSON, with errors that name the file and the place.
 
 The format readers share these: a path check, UTF-8 text (a BOM and CRLF line ends are
-accepted), and JSON whose fields are fetched with their JSON path (`annotations[3].caption`)
-named in every error.
+accepted) read from a regular file of at most `MAX_CAPTIONS_BYTES` (a FIFO or a device is
+refused, never waited on), and JSON whose fields are fetched with their JSON path
+(`annotations[3].caption`) named in every error. JSON nested too deeply for the parser, or
+with integers of more than `MAX_JSON_INT_DIGITS` digits, is refused on one line.
 """
 
 import codecs
-import json
 import os
 import re
 from pathlib import Path
 
 from captioning.errors import ConfigError, DatasetError
+from captioning.utils.files import (
+    JsonLimitError,
+    describe_os_error,
+    display_path,
+    parse_json_limited,
+    read_limited,
+)
 
 TOKEN_LINE = re.compile(r"(?P<name>\S+?)#(?P<index>\d+)(?:[\t ](?P<caption>.*))?")
 """A line of a Flickr token file: `NAME#N<TAB>CAPTION`."""
+
+MAX_CAPTIONS_BYTES = 4 * 2**30
+"""The largest captions file read (Karpathy's dataset_coco.json: 150 MB)."""
+MAX_JSON_INT_DIGITS = 30
+"""The longest integer in a captions JSON file (image ids have at most 20 digits)."""
 
 _JSON_KINDS = {int: "a number", str: "a string", list: "an array", dict: "an object"}
 
@@ -27,8 +40,11 @@ def captions_file(path) -> Path:
         raise ConfigError(
             f"A captions file must be given as a str or pathlib.Path, not {type(path).__name__}."
         ) from None
+    if "\0" in str(resolved):
+        raise DatasetError(f"{display_path(resolved)}: a path cannot hold a NUL byte.")
     if not resolved.exists():
-        raise DatasetError(f"Captions file not found: {resolved}. Check the path.")
+        reason = "a symbolic link loop" if _is_loop(resolved) else "not found"
+        raise DatasetError(f"Captions file {reason}: {display_path(resolved)}. Check the path.")
     if resolved.is_dir():
         raise DatasetError(
             f"{resolved} is a folder; pass the captions file inside it "
@@ -37,12 +53,17 @@ def captions_file(path) -> Path:
     return resolved
 
 
+def _is_loop(path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as error:
+        return describe_os_error(error) == "a symbolic link loop"
+    return False
+
+
 def read_text(path) -> str:
     """The file's UTF-8 text with `\\n` line ends; a byte that is not UTF-8 names its line."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DatasetError(f"Cannot read {path}: {error.strerror or error}.") from None
+    data = read_limited(path, MAX_CAPTIONS_BYTES, what="captions file", error=DatasetError)
     data = data.removeprefix(codecs.BOM_UTF8)
     try:
         text = data.decode("utf-8")
@@ -70,11 +91,12 @@ def read_json(path, fmt):
             f"if it is a {other} file, read it with format={other!r}."
         )
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
+        return parse_json_limited(text, max_int_digits=MAX_JSON_INT_DIGITS)
+    except JsonLimitError as error:
+        where = ", " if str(error).startswith("line ") else ": "
         raise DatasetError(
-            f"{path}, line {error.lineno}, column {error.colno}: invalid JSON ({error.msg}). "
-            "The file may be truncated; download or export it again."
+            f"{path}{where}{error}; not a readable captions file. The file may be truncated "
+            "or damaged; download or export it again."
         ) from None
 
 

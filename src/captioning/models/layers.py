@@ -167,17 +167,52 @@ class AttentionRNN(layers.Layer):
     def call(self, inputs, training=None):
         sequence, features, *states = inputs
         # sequence: (batch, steps, dim); features: (batch, regions, feature_dim)
-        outputs, weights = [], []
         keys = self.attention.features_dense(features)  # (batch, regions, attention_units)
-        for t in range(sequence.shape[1]):
-            context, attention = self.attention.attend(features, keys, states[0])
-            step_input = ops.concatenate([sequence[:, t, :], context], axis=-1)
-            step_input = self.input_dropout(step_input, training=training)
-            output, states = self.rnn_cell(step_input, states, training=training)
-            states = list(states) if isinstance(states, (list, tuple)) else [states]
-            outputs.append(ops.concatenate([output, context], axis=-1))
-            weights.append(attention)
-        return [ops.stack(outputs, axis=1), ops.stack(weights, axis=1), *states]
+        if sequence.shape[1] == 1:  # the one-step decoder
+            output, attention, states = self._step(
+                sequence[:, 0, :], features, keys, states, training,
+                lambda x: self.input_dropout(x, training=training))
+            return [ops.expand_dims(output, 1), ops.expand_dims(attention, 1), *states]
+        return self._scan(sequence, features, keys, states, training)
+
+    def _scan(self, sequence, features, keys, states, training):
+        """Runs the steps in one compiled loop (`ops.scan`) rather than unrolled, so the
+        training graph, and its compilation time, do not grow with the caption length."""
+        words = ops.transpose(sequence, (1, 0, 2))  # (steps, batch, dim)
+        masks = None
+        if training and self.dropout:
+            # The input dropout's masks, one per step, drawn before the loop: a random
+            # draw cannot run inside a JAX scan.
+            width = sequence.shape[-1] + features.shape[-1]
+            ones = ops.ones((ops.shape(words)[0], ops.shape(words)[1], width),
+                            dtype=self.compute_dtype)
+            masks = self.input_dropout(ones, training=True)  # (steps, batch, width)
+        batch, count = ops.shape(features)[0], len(states)
+        init = [*states,
+                ops.zeros((batch, self.units + features.shape[-1]), dtype=self.compute_dtype),
+                ops.zeros((batch, features.shape[1]), dtype=self.compute_dtype)]
+
+        def step(carry, xs):
+            words_t, mask_t = xs if masks is not None else (xs, None)
+            output, attention, new_states = self._step(
+                words_t, features, keys, carry[:count], training,
+                (lambda x: x * mask_t) if mask_t is not None else (lambda x: x))
+            carry = [*new_states, output, ops.cast(attention, self.compute_dtype)]
+            return carry, carry  # TensorFlow's scan stacks outputs shaped as the carry
+
+        last, stacked = ops.scan(step, init, (words, masks) if masks is not None else words)
+        outputs = ops.transpose(stacked[count], (1, 0, 2))  # (batch, steps, units + dim)
+        weights = ops.transpose(stacked[count + 1], (1, 0, 2))  # (batch, steps, regions)
+        return [outputs, weights, *last[:count]]
+
+    def _step(self, words, features, keys, states, training, dropout):
+        """One step: `([h_t, context_t], attention_t, states_t)`."""
+        # words: (batch, dim); states[0]: (batch, units)
+        context, attention = self.attention.attend(features, keys, states[0])
+        step_input = dropout(ops.concatenate([words, context], axis=-1))
+        output, states = self.rnn_cell(step_input, list(states), training=training)
+        states = list(states) if isinstance(states, (list, tuple)) else [states]
+        return ops.concatenate([output, context], axis=-1), attention, states
 
     def compute_output_shape(self, input_shape):
         sequence_shape, features_shape = input_shape[0], input_shape[1]

@@ -55,6 +55,8 @@ from pathlib import Path
 import numpy as np
 
 from captioning.errors import CaptioningError, ReleaseError, UnsafeFileError
+from captioning.release.model_file import check_legacy_sizes, read_model_container
+from captioning.utils.files import display_path
 from captioning.utils.backends import require_tensorflow
 
 __all__ = [
@@ -146,41 +148,14 @@ _MAX_NODES = 2_000_000
 
 
 def _read_model_attrs(path) -> tuple[Path, dict, str | None]:
-    """Returns `(path, model_config, keras_version)` of a Keras `.hdf5` model file."""
-    import h5py
-
+    """Returns `(path, model_config, keras_version)` of a Keras `.hdf5` model file, read
+    within the limits of `captioning.release.model_file.read_model_container` (a regular
+    file of bounded size, bounded JSON, weights that fit in the file) and with the sizes it
+    declares checked (`check_legacy_sizes`)."""
     path = Path(os.fspath(path))
-    if not path.exists():
-        raise ReleaseError(f"{path}: no such file")
-    if not path.is_file():
-        raise ReleaseError(f"{path}: not a file")
-    try:
-        with h5py.File(path, "r") as file:
-            raw_config = file.attrs.get("model_config")
-            version = file.attrs.get("keras_version")
-    except OSError as error:
-        raise ReleaseError(f"{path}: not a Keras .hdf5 model file (HDF5 cannot open it: "
-                           f"{str(error).splitlines()[0][:160]})") from None
-    if raw_config is None:
-        raise ReleaseError(
-            f"{path}: holds no model_config, only weights (saved with save_weights); this "
-            "reader needs the whole model as model.save wrote it")
-    try:
-        config = json.loads(_as_text(raw_config))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ReleaseError(f"{path}: its model_config is not readable JSON ({error})") from None
-    except RecursionError:
-        raise UnsafeFileError(f"{path}: its model_config is nested too deeply to be a genuine "
-                              "model; refusing to load it") from None
-    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
-        raise ReleaseError(f"{path}: its model_config does not describe a Keras model")
-    return path, config, (None if version is None else _as_text(version))
-
-
-def _as_text(value) -> str:
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value.item()
-    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+    config, version, stored = read_model_container(path)
+    check_legacy_sizes(display_path(path), config, stored)
+    return path, config, version
 
 
 def _major_version(version: str | None) -> int | None:

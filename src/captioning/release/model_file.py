@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +38,9 @@ from captioning.release.limits import (
     MAX_STRING_LENGTH,
     MAX_TENSOR_ELEMENTS,
 )
+
+MAX_LAYER_SIZE = 10_000_000
+"""The largest units, filters, vocabulary or repeat count a Keras 2 layer may declare."""
 from captioning.utils.files import (
     JsonLimitError,
     display_path,
@@ -60,6 +62,7 @@ KERAS_ACTIVATIONS = frozenset({
 resolves any public name of that module, `serialize` and `deserialize` included."""
 
 _MODEL_CLASSES = frozenset({"Functional", "Model"})
+_SLACK_BYTES = 2**20  # variables a layer may keep out of the file (none known; a margin)
 _INPUT_SHAPE_KEYS = ("batch_shape", "batch_input_shape")
 
 
@@ -84,6 +87,24 @@ def check_model_config(path, what: str | None = None) -> dict:
             declares a size beyond a limit or beyond the file.
         UnsafeFileError: a `Sequential` model, or an activation that is not a built-in one.
     """
+    config, _, _ = read_model_container(path, what)
+    _ConfigChecker(what or display_path(path)).model(config, "the model")
+    return config
+
+
+def read_model_container(path, what: str | None = None) -> tuple[dict, str | None, int]:
+    """Reads a `.hdf5` model file's config within the limits, with h5py only.
+
+    The file must be a regular file of at most `MAX_MODEL_BYTES`, its `model_config` at
+    most `MAX_MODEL_CONFIG_BYTES` of JSON within the JSON limits, and the datasets it holds
+    must not declare more bytes than the file has.
+
+    Returns:
+        `(config, keras_version or None, bytes of weights stored)`.
+
+    Raises:
+        ReleaseError: any of these does not hold; the message names the file and the value.
+    """
     import h5py
 
     name = what or display_path(path)
@@ -95,6 +116,7 @@ def check_model_config(path, what: str | None = None) -> dict:
         try:
             with h5py.File(handle, "r") as file:
                 raw = _read_config_attribute(file, name)
+                version = file.attrs.get("keras_version")
                 stored = _stored_weight_bytes(file, name)
         except OSError as error:
             raise ReleaseError(f"{name}: not a Keras .hdf5 model file (HDF5 cannot read it: "
@@ -109,8 +131,50 @@ def check_model_config(path, what: str | None = None) -> dict:
         raise ReleaseError(f"{name}: its model_config is not acceptable JSON ({error})") from None
     if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
         raise ReleaseError(f"{name}: its model_config does not describe a Keras model")
-    _ConfigChecker(name).model(config, "the model")
-    return config
+    if isinstance(version, np.ndarray) and version.shape == ():
+        version = version.item()
+    if isinstance(version, (bytes, np.bytes_)):
+        version = bytes(version)[:64].decode("utf-8", "replace")
+    return config, (None if version is None else str(version)[:64]), stored
+
+
+def check_legacy_sizes(name, config, stored: int) -> None:
+    """The sizes a Keras 2 config declares, for the earlier project's files (tf-keras builds
+    them, so step 2 cannot run): fixed, bounded inputs, short names, bounded units, and
+    `Embedding` tables no larger than the weights the file stores.
+
+    Raises:
+        ReleaseError: a size is beyond a limit (the message names the layer and the value).
+    """
+    checker = _ConfigChecker(name)
+    stack = [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        stack.extend(item.values())
+        layer = item.get("config")
+        if not isinstance(item.get("class_name"), str) or not isinstance(layer, dict):
+            continue
+        label = f"layer {_short(layer.get('name', item.get('name')))}"
+        checker.name_of(layer.get("name"), label)
+        if item["class_name"] == "InputLayer":
+            checker.input_shape(layer, label)
+        for key in ("units", "filters", "output_dim", "n", "input_dim"):
+            value = layer.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and (
+                    value > MAX_LAYER_SIZE or value < 0):
+                checker.refuse(f"{label} has {key} {value}, more than the {MAX_LAYER_SIZE} "
+                               "allowed")
+        if item["class_name"] == "Embedding":
+            dims = (layer.get("input_dim"), layer.get("output_dim"))
+            if all(isinstance(d, int) for d in dims) and dims[0] * dims[1] * 4 > stored:
+                checker.refuse(f"{label} declares an embedding table of {dims[0]} x {dims[1]} "
+                               f"({format_size(dims[0] * dims[1] * 4)}), more than the "
+                               f"{format_size(stored)} of weights the file stores")
 
 
 def _read_config_attribute(file, name) -> bytes:
@@ -298,7 +362,7 @@ def _check_variables(name, model, path):
             h5py.File(handle, "r") as file:
         group = file.get("model_weights")
         stored = _stored_weight_bytes(group, name) if group is not None else 0
-    if declared > stored:
+    if declared > stored + _SLACK_BYTES:
         largest = max(model.weights, key=lambda v: math.prod(v.shape))
         raise ReleaseError(
             f"{name}: its config declares {format_size(declared)} of weights but the file "
@@ -334,8 +398,3 @@ def _layer_outputs(model):
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def model_file_name(path) -> str:
-    """How messages name a model file: its name (`Decoder.hdf5`)."""
-    return Path(os.fspath(path)).name

@@ -7,7 +7,10 @@
     callbacks.py   epoch ends: val_bleu_4, early stopping, the save
     strategies.py  `tf.distribute` strategies by name
     finetune.py    the fine-tuning phase
-    train.py       `train`: the cross-entropy phase, then fine-tuning, then the release
+    scst.py        self-critical sequence training: `ScstTrainer`, `scst_epoch`, `train_scst`
+    scst_phase.py  the SCST phase of a run (checkpoints, val CIDEr-D, the best epoch)
+    train.py       `train`: the cross-entropy phase, then fine-tuning, then SCST, then the
+                   release
 
 Each module imports only those listed above it. `captioning.training.train` is the function
 `train`; the module's other names import as `from captioning.training.train import ...`.
@@ -22,6 +25,7 @@ from captioning.training.batches import (
 from captioning.training.finetune import fine_tune, unfreeze_top
 from captioning.training.objective import masked_accuracy
 from captioning.training.run_state import HISTORY_COLUMNS, RunState
+from captioning.training.scst import ScstTrainer, scst_epoch, train_scst
 from captioning.training.strategies import make_strategy
 from captioning.training.train import TrainResult, config_for_cache, train
 
@@ -31,12 +35,15 @@ __all__ = [
     "DecodedImages",
     "HISTORY_COLUMNS",
     "RunState",
+    "ScstTrainer",
     "TrainResult",
     "config_for_cache",
     "fine_tune",
     "make_strategy",
     "masked_accuracy",
+    "scst_epoch",
     "train",
+    "train_scst",
     "unfreeze_top",
     "usable_validation",
 ]

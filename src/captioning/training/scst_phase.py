@@ -121,13 +121,14 @@ def scst_phase(run_state: RunState, cache, decoder, tokenizer, train_table, val_
     for epoch in range(done + 1, config.scst_epochs + 1):
         logs = scst_epoch(trainer, epoch, progress=progress)
         logs.update(scores(features_of))
-        logger.info(describe(epoch, logs, after_epoch + epoch))
+        logger.info("%s", describe(epoch, logs, after_epoch + epoch))
         value = float(logs[monitor])
         improved = best is None or value > best
         best = value if improved else best
-        checkpoint.save(model, epoch, history_row(after_epoch + epoch, "scst", logs,
-                                                  logs["learning_rate"]),
-                        best_score=value if improved else None,
+        # The advantage-weighted loss is no cross-entropy: not the `loss` column's measure.
+        row = history_row(after_epoch + epoch, "scst", {**logs, "loss": None},
+                          logs["learning_rate"])
+        checkpoint.save(model, epoch, row, best_score=value if improved else None,
                         **run_state.scst_origin(after_epoch))
         run_state.write_history()
     best_epoch = int(checkpoint.state()["best_epoch"])
@@ -146,13 +147,14 @@ def _features(run_state: RunState, cache, images, encoder, images_dir):
     size = int(encoder.inputs[0].shape[1])
 
     def features_of(names):
-        return np.concatenate([
-            keras.ops.convert_to_numpy(encoder(load_pixels(images_dir, names[i:i + _ENCODE_BATCH],
-                                                           size), training=False))
-            for i in range(0, len(names), _ENCODE_BATCH)]).astype(np.float32)
+        parts = []
+        for start in range(0, len(names), _ENCODE_BATCH):
+            pixels = load_pixels(images_dir, names[start:start + _ENCODE_BATCH], size)
+            parts.append(keras.ops.convert_to_numpy(encoder(pixels, training=False)))
+        return np.concatenate(parts).astype(np.float32)
 
-    return _encoded(run_state, encoder, images, features_of, cache.settings["dtype"]), \
-        features_of
+    encoded = _encoded(run_state, encoder, images, features_of, cache.settings["dtype"])
+    return encoded, features_of
 
 
 def _encoded(run_state: RunState, encoder, images, features_of, dtype) -> np.ndarray:
@@ -169,11 +171,10 @@ def _encoded(run_state: RunState, encoder, images, features_of, dtype) -> np.nda
             old.unlink(missing_ok=True)
         logger.info("Encoding the %d training images with the fine-tuned encoder for SCST.",
                     len(images))
-        first = features_of(images[:1])
+        shape = (len(images), *encoder.outputs[0].shape[1:])
 
         def write(tmp):
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype,
-                                              shape=(len(images), *first.shape[1:]))
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             for start in range(0, len(images), _ENCODE_BATCH):
                 array[start:start + _ENCODE_BATCH] = features_of(
                     images[start:start + _ENCODE_BATCH])

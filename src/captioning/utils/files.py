@@ -203,6 +203,7 @@ def atomic_write(path, write, *, error=CaptioningError, suffix: str = ".tmp",
             pass
         reason = failure.strerror or str(failure)
         advice = ("free some space" if failure.errno in (errno.ENOSPC, errno.EDQUOT)
+                  else "raise the file size limit (ulimit -f)" if failure.errno == errno.EFBIG
                   else "fix that")
         raise error(f"{path}: could not be written ({reason}); {advice} and {again}") from None
     return path
