@@ -173,6 +173,9 @@ def run_cell(cell: Cell, seed: int, beams, data: Path, work: Path, results: dict
              results_file: Path, split: str) -> None:
     """Trains the cell's run (or resumes it) and scores `split` with each beam width."""
     keys = {beam: f"{cell.name}/s{seed}/beam{beam}" for beam in beams}
+    for key in keys.values():  # scored before `coco_scores` named its tokenizer: again
+        if key in results and not results[key].get("tokenizer"):
+            del results[key]
     if all(key in results for key in keys.values()):
         return
     cache = make_cache(cell.cache, data, work)
@@ -200,6 +203,7 @@ def run_cell(cell: Cell, seed: int, beams, data: Path, work: Path, results: dict
             "features": cell.cache.features, "weights": cell.cache.weights,
             "conditioning": cell.conditioning, "settings": cell.settings,
             **{name: scores[name] for name in METRICS}, "n_images": scores.get("n_images"),
+            "tokenizer": scores.get("tokenizer"),
             "best_epoch": int(manifest.get("best_epoch", 0)), "epochs_run": len(bleu),
             "val_bleu_4": bleu, "train_s": round(train_s),
         }

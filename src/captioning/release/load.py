@@ -28,7 +28,12 @@ from captioning.release.manifest import (
 )
 from captioning.release.model_file import check_model_file
 from captioning.text.tokenizer_file import MAX_TOKENIZER_BYTES
-from captioning.utils.files import display_path, format_size, open_regular
+from captioning.utils.files import (
+    describe_os_error,
+    display_path,
+    format_size,
+    open_regular,
+)
 
 _SIZE_LIMITS = {"encoder": MAX_MODEL_BYTES, "decoder": MAX_MODEL_BYTES,
                 "tokenizer": MAX_TOKENIZER_BYTES}
@@ -68,8 +73,10 @@ def verify_release(path) -> tuple[Path, dict, dict]:
         try:
             file = file.resolve()
         except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop (< 3.13)
+            reason = (describe_os_error(error) if isinstance(error, OSError)
+                      else "a symbolic link loop")
             raise ReleaseError(f"{display_path(file)}: cannot be read, as {manifest_path} "
-                               f"names it ({error}); restore the release's files") from None
+                               f"names it ({reason}); restore the release's files") from None
         if not os.path.lexists(file):
             raise ReleaseError(f"{file.name} is missing (expected at {file}, as {manifest_path} "
                                "says)")

@@ -7,14 +7,24 @@
 - `app`: `create_app`, the Starlette app (`POST /caption`, `GET /health`, `GET /`);
 - `server`: `add_arguments` and `run`, the `serve` command over uvicorn.
 
-Importing this package imports neither Keras nor TensorFlow; `run` loads the release.
+Importing this package is cheap (the CLI builds its `serve` flags from it): the app and
+the queue are imported when first named, Keras and TensorFlow when `run` loads the release.
 """
 
+import importlib
+
 from captioning.serve.settings import DEFAULT_HOST, DEFAULT_PORT, ServeSettings  # noqa: F401
-from captioning.serve.batching import BatchQueue, QueueFull  # noqa: F401
-from captioning.serve.app import caption_json, create_app  # noqa: F401
 from captioning.serve.server import add_arguments, run  # noqa: F401
+
+_LAZY = {"BatchQueue": "batching", "QueueFull": "batching", "caption_json": "app",
+         "create_app": "app", "warm_up": "app"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"captioning.serve.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'captioning.serve' has no attribute {name!r}")
 
 
 __all__ = ["BatchQueue", "DEFAULT_HOST", "DEFAULT_PORT", "QueueFull", "ServeSettings",
-           "add_arguments", "caption_json", "create_app", "run"]
+           "add_arguments", "caption_json", "create_app", "run", "warm_up"]

@@ -55,7 +55,9 @@ def create_app(captioner, settings: ServeSettings | None = None) -> Starlette:
     While the app runs (its lifespan), it holds a private temporary folder for uploads,
     the `BatchQueue` whose worker thread alone calls `captioner`, a pool of
     `settings.decode_workers` threads decoding uploads, and `PIL.Image.MAX_IMAGE_PIXELS`
-    set to `settings.max_pixels`; all of them are undone when it stops.
+    set to `settings.max_pixels`; all of them are undone when it stops. Call
+    `warm_up(captioner)` before serving it, so that the first requests do not trace the
+    search.
 
     Args:
         captioner: a loaded `captioning.inference.Captioner` (or any `CaptionModel`).
