@@ -62,10 +62,18 @@ for k in range(1, 12):
         loaded, message = False, f"{type(error).__name__}: {error}"[:300]
     now = digest(folder / "Decoder.hdf5")
     state = "old" if now == old else "new" if now == new else "other"
-    leftovers = sorted(p.name for p in folder.iterdir() if p.name.startswith(".")
-                       or p.name.endswith(".switch"))
+    def leftovers():
+        return sorted(p.name for p in folder.iterdir() if p.name.startswith(".")
+                      or p.name.endswith(".switch"))
+    after_kill = leftovers()
+    export_release(folder, encoder_file=folder / "Encoder.hdf5", step_model=decoder,
+                   tokenizer=release.tokenizer, config=release.config,
+                   cache_settings=release.manifest["encoder"],
+                   feature_shape=release.manifest["feature_shape"])
     print(json.dumps({"k": k, "killed": killed, "loaded": loaded, "decoder": state,
-                      "message": message, "leftovers": leftovers}), flush=True)
+                      "message": message, "leftovers": after_kill,
+                      "after_export": leftovers(), "then": digest(folder / "Decoder.hdf5") == new}),
+          flush=True)
     if not killed:
         break
 """
@@ -108,6 +116,8 @@ def test_the_journal_is_the_point_of_no_return(kills):
 def test_loading_removes_the_journal_and_an_export_the_staged_files(kills):
     for result in kills:
         assert not [name for name in result["leftovers"] if name.endswith(".switch")], result
+        # The next export completes the release and leaves nothing behind.
+        assert result["after_export"] == [] and result["then"], result
     assert kills[-1]["leftovers"] == []
 
 

@@ -18,6 +18,7 @@ nothing. Importing this module imports neither Keras nor TensorFlow.
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -63,12 +64,15 @@ def stage(target, write) -> Path:
 
 
 def discard_staged(targets) -> None:
-    """Removes staged files that no journal names (left by a kill before the switch)."""
+    """Removes the staged files (and their temporary files) that no journal names: what a
+    kill before the switch left."""
     for target in targets:
-        try:
-            staged_path(target).unlink(missing_ok=True)
-        except OSError:
-            pass
+        staged = staged_path(target)
+        for path in staged.parent.glob(glob.escape(staged.name) + "*"):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def switch(manifest_path, targets) -> None:
