@@ -1,7 +1,7 @@
 """Any Keras backend: the pipeline on JAX without TensorFlow, releases that caption the same
 on both backends, and one-line errors for what needs TensorFlow.
 
-"Without TensorFlow" is made real in a subprocess whose `sys.modules["tensorflow"]` is None
+"Without TensorFlow" is made real in a subprocess where an import finder refuses TensorFlow
 (every `import tensorflow` fails, as where it is not installed). CI also runs the `pipeline`
 tests in a virtual environment that has no TensorFlow at all (`.ci/run`).
 """
@@ -22,7 +22,14 @@ from tests.helpers import CACHE_SETTINGS, REPO_ROOT, tiny_config
 
 BACKEND = keras.backend.backend()
 OTHER = {"tensorflow": "jax", "jax": "tensorflow"}.get(BACKEND)
-WITHOUT_TENSORFLOW = 'import sys; sys.modules["tensorflow"] = None\n'
+WITHOUT_TENSORFLOW = """
+import sys
+class _NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("tensorflow", "tf_keras"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
 
 needs_the_other_backend = pytest.mark.skipif(
     OTHER is None or importlib.util.find_spec(OTHER or "tensorflow") is None,
@@ -83,8 +90,7 @@ def test_the_python_api_runs_on_jax_without_tensorflow(dataset, tmp_path):
         config = CaptionConfig.from_dict(json.loads(sys.argv[5]))
         result = train(grid, out + "/run", config, progress=False)
         captions = Captioner.load(out + "/run").caption(sys.argv[6:], beam=2)
-        print(json.dumps({"tensorflow": "tensorflow" in sys.modules and
-                          sys.modules["tensorflow"] is not None,
+        print(json.dumps({"tensorflow": "tensorflow" in sys.modules,
                           "phases": list(result.history["phase"]),
                           "captions": [c.caption for c in captions]}))
     """

@@ -40,6 +40,7 @@ DTYPES = ("float16", "float32")
 LONG_CAPTION_POLICIES = ("truncate", "drop")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel")
 SCST_BASELINES = ("mean", "greedy")
+PRECISIONS = ("none", "bfloat16", "float16")  # mixed precision: the compute dtype
 CAPTION_FORMATS = ("coco", "flickr8k", "karpathy", "csv")  # what `read_captions` reads
 SYNTHETIC_FORMATS = ("csv", "flickr8k", "coco")  # what `make_dataset` writes
 
@@ -121,6 +122,9 @@ class CaptionConfig:
     strategy: str = _setting("none", "devices to train on: mirrored, multi_worker (TF_CONFIG), "
                              "tpu are tf.distribute (TensorFlow); data_parallel is "
                              "keras.distribution (JAX); auto picks", STRATEGIES)
+    mixed_precision: str = _setting("none", "compute in bfloat16 (GPUs since Ampere, TPUs) or "
+                                    "float16 (older GPUs, loss scaled); the loss and the "
+                                    "release stay float32", PRECISIONS)
 
     # --- fine-tuning: a second phase from images, the top CNN layers unfrozen ---
     fine_tune: int = _setting(0, "then train from images with the top N CNN layers unfrozen; "

@@ -162,3 +162,14 @@ def test_a_genuine_manifest_reads_under_the_same_cap(copy_run):
         limit=CAP_WITHOUT_TENSORFLOW, timeout=60)
     assert code == 0, err[-2000:]
     assert out.strip() == "['decoder', 'encoder', 'tokenizer']"
+
+
+def test_a_release_path_with_a_nul_byte_is_refused_on_one_line(copy_run):
+    code, out, err = run_capped(
+        ["-c", "import sys\nfrom captioning.errors import CaptioningError\n"
+               "from captioning.release import load_release\n"
+               "try:\n    load_release(sys.argv[1] + '\\0/manifest.json')\n"
+               "except CaptioningError as error:\n    print('refused:', error)\n", copy_run],
+        limit=CAP_WITHOUT_TENSORFLOW, timeout=60)
+    assert code == 0, err[-2000:]
+    assert out.startswith("refused: ") and "NUL byte" in out and len(out.splitlines()) == 1

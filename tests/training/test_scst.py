@@ -8,8 +8,13 @@ import pytest
 from captioning.config import CaptionConfig
 from captioning.models.decoders import build_decoder
 from captioning.text import CaptionTokenizer
-from captioning.text.cider import CiderD
-from captioning.training.scst import ScstTrainer, compile_for_scst, scst_epoch, train_scst
+from captioning.training.scst import (
+    ScstTrainer,
+    compile_for_scst,
+    reward_scorer,
+    scst_epoch,
+    train_scst,
+)
 from tests.helpers import tiny_config
 
 REFERENCES = [["a red circle", "red circle on grey"], ["a blue square", "blue square shape"],
@@ -73,8 +78,7 @@ def test_step_weights_are_advantages_on_the_sampled_tokens(baseline, monkeypatch
     decoder, tokenizer, features, config = tiny_problem(scst_baseline=baseline, scst_samples=3)
     trainer = ScstTrainer(decoder, tokenizer, REFERENCES, features, config)
     calls = captured_steps(trainer, monkeypatch)
-    scorer = CiderD([tokenizer.encode(refs, add_markers=False) for refs in REFERENCES],
-                    end_id=tokenizer.end_id)
+    scorer = reward_scorer(tokenizer, REFERENCES)
 
     greedy = scorer.score(trainer.sampler.greedy(features[[2, 0]]).ids, [2, 0])
 
@@ -99,6 +103,27 @@ def test_step_weights_are_advantages_on_the_sampled_tokens(baseline, monkeypatch
         np.testing.assert_allclose(advantages, rewards - np.repeat(greedy, 3), atol=1e-6)
         assert step.baseline == pytest.approx(step.greedy_reward)
         assert step.greedy_reward == pytest.approx(greedy.mean())
+
+
+def test_rewards_are_coco_cider_d_with_the_end_token_as_a_word():
+    from pycocoevalcap.cider.cider import Cider
+
+    _, tokenizer, _, _ = tiny_problem()
+    scorer = reward_scorer(tokenizer, REFERENCES)
+    captions = ["red circle", "a blue square shape", "green triangle here green", "star"]
+    ended = np.zeros((4, 8), "int32")
+    for row, ids in enumerate(tokenizer.encode(captions)):
+        ended[row, :len(ids) - 1] = ids[1:]  # words and the end token, no start
+    end = f" {tokenizer.end_token}"
+    gts = {i: [" ".join(tokenizer.words(c)) + end for c in refs]
+           for i, refs in enumerate(REFERENCES)}
+    res = {i: [" ".join(tokenizer.words(c)) + end] for i, c in enumerate(captions)}
+    np.testing.assert_allclose(scorer.score(ended), Cider().compute_score(gts, res)[1],
+                               rtol=1e-9)
+    # A caption cut off before its end token loses the closing n-grams it shares with its
+    # references (captions 0, 1 and 3 end as one of theirs does; caption 2 does not).
+    cut = np.where(ended == tokenizer.end_id, 0, ended)
+    assert np.all(scorer.score(cut)[[0, 1, 3]] < scorer.score(ended)[[0, 1, 3]])
 
 
 def test_scst_raises_the_sampled_captions_reward():
@@ -148,3 +173,16 @@ def test_train_scst_on_the_test_cache(cache):
     for logs in history:
         assert 0 <= logs["reward"] < 10 and logs["greedy_reward"] >= 0
         assert np.isfinite(logs["loss"])
+
+
+def test_scst_trains_on_the_sampled_words_unchanged_after_scheduled_sampling():
+    decoder, tokenizer, features, config = tiny_problem(scheduled_sampling=0.5)
+    layer = decoder.training.get_layer("scheduled_sampling")
+    layer.probability.assign(0.5)  # where the cross-entropy ramp ended
+    ScstTrainer(decoder, tokenizer, REFERENCES, features, config)
+    assert float(keras.ops.convert_to_numpy(layer.probability)) == 0.0
+    tokens = np.tile(np.arange(2, 9, dtype="int32"), (4, 1))
+    trained = decoder.training([features, tokens], training=True)
+    predicted = decoder.training([features, tokens], training=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(trained),
+                               keras.ops.convert_to_numpy(predicted), rtol=1e-5, atol=1e-5)

@@ -51,7 +51,7 @@ from captioning.cache.shards import (
     write_file,
 )
 from captioning.cache.space import check_space, estimate_bytes, human_bytes, weight_bytes
-from captioning.config import DTYPES, FEATURES
+from captioning.config import DTYPES, FEATURES, PRECISIONS
 from captioning.errors import CacheError, ConfigError
 from captioning.utils.checks import check_bool, check_choice, check_int, is_int
 from captioning.utils.files import atomic_write_text, sha256_file
@@ -83,6 +83,7 @@ def build_cache(
     shard: tuple[int, int] | None = None,
     seed: int = 0,
     strict: bool = False,
+    mixed_precision: str = "none",
 ) -> Path:
     """Runs the encoder over every image of a captions table and stores the features.
 
@@ -106,6 +107,8 @@ def build_cache(
         strict: stop at the first unreadable image with a `CacheError` naming it, instead
             of listing it in `failed.csv` and leaving its captions out. The shards finished
             before it are kept, so the same call resumes once the image is fixed.
+        mixed_precision: `"none"`, or `"bfloat16"`/`"float16"` to run the encoder in that
+            precision (its file, `encoder.hdf5`, stays float32); recorded in the manifest.
 
     Returns:
         The cache folder. Its manifest records the run's speed under `throughput`
@@ -115,6 +118,7 @@ def build_cache(
     from captioning.models.encoders import encoder_spec
 
     _check_arguments(features, dtype, batch_size, shard_size, workers, progress, seed, strict)
+    check_choice("mixed_precision", mixed_precision, PRECISIONS)
     part = _slice(shard)
     out, images_dir = Path(out_dir), Path(images_dir)
     images = sorted(set(table["image"].astype(str)))
@@ -132,6 +136,11 @@ def build_cache(
     else:
         work = _start(out, images, images_dir, settings, weights, shard_size, part, seed)
     model, manifest, todo = work
+    if mixed_precision != "none":
+        from captioning.models.precision import with_precision
+
+        model = with_precision(model, mixed_precision)
+        manifest["mixed_precision"] = mixed_precision
     done, seconds = encode_shards(model, manifest, out, images, images_dir, load_and_resize,
                                   batch_size=batch_size, workers=workers or default_workers(),
                                   progress=progress, todo=todo, strict=strict)

@@ -24,7 +24,7 @@ from captioning.utils.files import (
 TOKEN_LINE = re.compile(r"(?P<name>\S+?)#(?P<index>\d+)(?:[\t ](?P<caption>.*))?")
 """A line of a Flickr token file: `NAME#N<TAB>CAPTION`."""
 
-MAX_CAPTIONS_BYTES = 4 * 2**30
+MAX_CAPTIONS_BYTES = 2**30
 """The largest captions file read (Karpathy's dataset_coco.json: 150 MB)."""
 MAX_JSON_INT_DIGITS = 30
 """The longest integer in a captions JSON file (image ids have at most 20 digits)."""

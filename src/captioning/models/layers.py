@@ -181,12 +181,12 @@ class AttentionRNN(layers.Layer):
         words = ops.transpose(sequence, (1, 0, 2))  # (steps, batch, dim)
         masks = None
         if training and self.dropout:
-            # The input dropout's masks, one per step, drawn before the loop: a random
-            # draw cannot run inside a JAX scan.
-            width = sequence.shape[-1] + features.shape[-1]
-            ones = ops.ones((ops.shape(words)[0], ops.shape(words)[1], width),
+            # The input dropout's masks, drawn before the loop (a random draw cannot run
+            # inside a JAX scan), one per step in step order as an unrolled loop draws them.
+            ones = ops.ones((ops.shape(sequence)[0], sequence.shape[-1] + features.shape[-1]),
                             dtype=self.compute_dtype)
-            masks = self.input_dropout(ones, training=True)  # (steps, batch, width)
+            masks = ops.stack([self.input_dropout(ones, training=True)
+                               for _ in range(sequence.shape[1])])  # (steps, batch, width)
         batch, count = ops.shape(features)[0], len(states)
         init = [*states,
                 ops.zeros((batch, self.units + features.shape[-1]), dtype=self.compute_dtype),

@@ -4,7 +4,12 @@
 - `export`: writing a release after training, copying it into the repository layout;
 - `load`: `Release`, `verify_release`, `load_release` and the checks that the files fit;
 - `legacy`: the earlier Keras project's `.hdf5` files, checked against allow-lists and
-  loaded with tf-keras.
+  loaded with tf-keras;
+- `limits`: the sizes a genuine release stays within (`SECURITY.md`);
+- `model_file`: a model file's declared sizes, classes, names and activations, checked
+  before Keras allocates anything for it;
+- `model_bytes`: model and weight files made in memory (a full disk is then one line);
+- `switch`: replacing a release's files all at once (staged files, a journal, a roll-forward).
 
 Importing this package imports neither Keras nor TensorFlow.
 """

@@ -52,12 +52,10 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-
 from captioning.errors import CaptioningError, ReleaseError, UnsafeFileError
 from captioning.release.model_file import check_legacy_sizes, read_model_container
-from captioning.utils.files import display_path
 from captioning.utils.backends import require_tensorflow
+from captioning.utils.files import display_path
 
 __all__ = [
     "ALLOWED_ACTIVATIONS",

@@ -10,7 +10,6 @@ records is checked against those limits: a hostile manifest is refused on one li
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import math
 import os
 import platform
@@ -31,6 +30,7 @@ from captioning.release.limits import (
     MAX_VOCAB_SIZE,
 )
 from captioning.release.switch import finish_switch
+from captioning.utils.backends import has_tensorflow
 from captioning.utils.checks import is_int
 from captioning.utils.files import (
     JsonLimitError,
@@ -68,7 +68,7 @@ def versions() -> dict:
 def _tensorflow_version() -> str | None:
     if "tensorflow" in sys.modules:
         return getattr(sys.modules["tensorflow"], "__version__", None)
-    if importlib.util.find_spec("tensorflow") is None:
+    if not has_tensorflow():
         return None
     for name in _TENSORFLOW_DISTRIBUTIONS:
         try:

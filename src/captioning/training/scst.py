@@ -3,9 +3,10 @@
 For each batch of training images, `ScstTrainer.step` samples K captions per image
 (`captioning.models.sampling.CaptionSampler`, one compiled call), scores each against its
 image's training references with CIDEr-D (`captioning.text.cider.CiderD`, document
-frequencies from the training references), and subtracts a baseline: the mean reward of the
-image's other K-1 samples (`"mean"`, the "new SCST" variant) or the reward of its greedy
-caption (`"greedy"`, Rennie et al.). It then takes one gradient step of
+frequencies from the training references, the end token counted as a word: see
+`reward_scorer`), and subtracts a baseline: the mean reward of the image's other K-1
+samples (`"mean"`, the "new SCST" variant) or the reward of its greedy caption (`"greedy"`,
+Rennie et al.). It then takes one gradient step of
 
     loss = -sum_t advantage * log p(w_t) / tokens        (padding masked)
 
@@ -86,9 +87,7 @@ class ScstTrainer:
         self.num_images = len(references)
         if self.num_images == 0:
             raise ValueError("SCST needs training images; the references list is empty")
-        corpus = [tokenizer.encode(list(captions), add_markers=False) for captions in references]
-        self.scorer = CiderD(corpus, start_id=tokenizer.start_id, end_id=tokenizer.end_id,
-                             pad_id=tokenizer.pad_id, vocab_size=tokenizer.vocab_size)
+        self.scorer = reward_scorer(tokenizer, references)
         self.steps = int(decoder.training.inputs[1].shape[1])
         self.sampler = CaptionSampler(
             decoder.step, start_id=tokenizer.start_id, end_id=tokenizer.end_id,
@@ -96,6 +95,11 @@ class ScstTrainer:
             seed=config.seed)
         compile_for_scst(decoder.training, optimizer or make_optimizer(
             config.scst_learning_rate, config.clipnorm))
+        # The step weighs the log-probability of each sampled word given the sampled words
+        # before it: a scheduled-sampling layer must feed them unchanged.
+        for layer in decoder.training.layers:
+            if layer.name == "scheduled_sampling":
+                layer.probability.assign(0.0)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """The image indices of each step of `epoch` (from 1), in an order fixed by the
@@ -133,6 +137,30 @@ class ScstTrainer:
             sample_weight=weights.astype(np.float32))
         return ScstStep(reward=float(rewards.mean()), baseline=float(baseline.mean()),
                         loss=float(np.asarray(loss).ravel()[0]), greedy_reward=greedy_reward)
+
+
+def reward_scorer(tokenizer, references) -> CiderD:
+    """The CIDEr-D scorer of SCST rewards: the references' words and end token.
+
+    The end token counts as the last word of every caption, the references' and the sampled
+    ones' (as in self-critical.pytorch), so a sample that stops where its references stop
+    gains their closing n-grams ("blue square <end>"), and one cut off at the length limit
+    gains none. Without it SCST learns captions that never end: listing one more shape
+    raises the expected CIDEr-D more than the length penalty takes away. The scores are
+    pycocoevalcap's CIDEr-D of the captions with the end token as a word.
+
+    Args:
+        tokenizer: the run's tokenizer.
+        references: one list of caption strings per image; they give the document
+            frequencies.
+
+    Returns:
+        A `CiderD` that scores id captions (`(N, T)`, padded with `pad_id`, the end token
+        kept) against the images' references by index.
+    """
+    corpus = [[ids[1:] for ids in tokenizer.encode(list(captions))] for captions in references]
+    return CiderD(corpus, start_id=tokenizer.start_id, end_id=None, pad_id=tokenizer.pad_id,
+                  vocab_size=tokenizer.vocab_size)
 
 
 def compile_for_scst(model: keras.Model, optimizer) -> None:

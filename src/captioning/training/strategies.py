@@ -98,7 +98,7 @@ def make_strategy(name: str = "auto", tpu: str | None = None):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=_tf_config_resolver(tf))
+        return _multi_worker_strategy(tf, _tf_config_resolver(tf))
     resolver = tpu_resolver(tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
@@ -116,6 +116,30 @@ def _auto(backend: str, tpu) -> str:
 
         return "data_parallel" if len(jax.devices()) > 1 else "none"
     return "none"
+
+
+def _multi_worker_strategy(tf, resolver):
+    """`MultiWorkerMirroredStrategy` whose `reduce` takes what Keras 3's `fit` gives it.
+
+    Keras 3 (up to 3.15 at least; keras-team/keras#20585) trains with it only if `reduce`
+    takes a nested batch (`fit` reduces a whole `(inputs, targets)` batch in one call to build
+    the model) and scalars with `axis=0` (how it averages the loss and the metrics across
+    workers). `MirroredStrategy` accepts both; the collective strategy refuses both. Here each
+    tensor is reduced on its own, and a scalar across the replicas.
+    """
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            parent = super()
+
+            def one(v):
+                local = self.experimental_local_results(v)[0]
+                scalar = getattr(getattr(local, "shape", None), "rank", None) == 0
+                return parent.reduce(reduce_op, v, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
 
 def _tf_config_resolver(tf):

@@ -34,6 +34,7 @@ from captioning.cache import FeatureCache, weights_identity
 from captioning.config import CaptionConfig
 from captioning.errors import CacheError, ConfigError
 from captioning.models.decoders import build_decoder, check_features
+from captioning.models.precision import policy_scope, with_precision
 from captioning.release import export_release
 from captioning.text import CaptionTokenizer, load_tokenizer
 from captioning.training.batches import (
@@ -129,8 +130,9 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
                           images_dir=images_dir, progress=progress)
     history = run_state.write_history()
     manifest = export_release(
-        run, encoder_file=encoder, step_model=decoder.step, tokenizer=tokenizer,
-        config=config, cache_settings=cache.settings, feature_shape=cache.feature_shape,
+        run, encoder_file=encoder, step_model=with_precision(decoder.step, "none"),
+        tokenizer=tokenizer, config=config, cache_settings=cache.settings,
+        feature_shape=cache.feature_shape,
         extra={"best_epoch": best, "dataset": dataset,
                "validation": _row_dict(history, best)},
     )
@@ -219,7 +221,7 @@ def _cross_entropy_phase(run_state: RunState, cache, tokenizer, train_table, val
             "training")
         steps = state.get("schedule_steps") or len(train_batches) * config.epochs
         stats = cache.statistics(cache.rows(sorted(set(train_table["image"]))))
-        with strategy.scope():
+        with strategy.scope(), policy_scope(config.mixed_precision):
             decoder = build_decoder(config, tokenizer.vocab_size, cache.feature_shape,
                                     config.max_length + 1, feature_stats=stats)
             compile_for_captions(decoder.training, make_optimizer(

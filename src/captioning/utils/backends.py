@@ -49,9 +49,16 @@ def keras_backend() -> str:
 
 def has_tensorflow() -> bool:
     """Whether TensorFlow is installed (it is not imported here)."""
-    if "tensorflow" in sys.modules:  # None there: an import of it was blocked
-        return sys.modules["tensorflow"] is not None
-    return importlib.util.find_spec("tensorflow") is not None
+    return _installed("tensorflow")
+
+
+def _installed(package: str) -> bool:
+    if package in sys.modules:  # None there: an import of it was blocked
+        return sys.modules[package] is not None
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a finder that refuses it
+        return False
 
 
 def check_backend() -> str:
@@ -71,9 +78,9 @@ def check_backend() -> str:
         raise CaptioningError(f"Keras backend {name!r} is not supported; set KERAS_BACKEND to "
                               f"one of {', '.join(SUPPORTED_BACKENDS)}")
     package = _BACKEND_PACKAGES[name]
-    if sys.modules.get(package) is None and importlib.util.find_spec(package) is None:
+    if not _installed(package):
         other = [b for b in SUPPORTED_BACKENDS
-                 if b != name and importlib.util.find_spec(_BACKEND_PACKAGES[b]) is not None]
+                 if b != name and _installed(_BACKEND_PACKAGES[b])]
         switch = f", or set KERAS_BACKEND={other[0]}" if other else ""
         raise CaptioningError(f"Keras runs on {name}, which is not installed: "
                               f"{INSTALL_HINT[name]}{switch}")

@@ -117,8 +117,13 @@ def read_limited(path, limit: int, *, what: str = "file", error=CaptioningError)
 
 
 def _read_up_to(handle, count, path, what, error) -> bytes:
+    """At most `count` bytes, read in blocks: `read(count)` would allocate `count` first."""
+    chunks, read = [], 0
     try:
-        return handle.read(count)
+        while read < count and (block := handle.read(min(2**22, count - read))):
+            chunks.append(block)
+            read += len(block)
+        return b"".join(chunks)
     except OSError as failure:
         raise error(f"{display_path(path)}: cannot read the {what} "
                     f"({describe_os_error(failure)})") from None
