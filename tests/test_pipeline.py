@@ -47,6 +47,9 @@ def test_the_whole_cli_pipeline(tmp_path, fmt):
     assert "best epoch" in out and str(run) in out
     history = (run / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and [h.split(",")[0] for h in history[1:]] == ["1", "2"]
+    # The release says which captions it learnt from, not the cache folder's name.
+    assert json.loads((run / "manifest.json").read_text())["dataset"] == \
+        f"{fmt}: {MAIN_FILE[fmt]}"
 
     scores_path = tmp_path / "scores.json"
     if shutil.which("java"):

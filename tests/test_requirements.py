@@ -17,9 +17,10 @@ REQUIREMENTS = [Requirement(line) for line in
 
 
 def test_requirements_txt_holds_every_dependency():
-    # The setup cell installs requirements.txt, then the project with --no-deps.
-    assert sorted(map(str, REQUIREMENTS)) == sorted(
-        str(Requirement(line)) for line in PYPROJECT["dependencies"])
+    # The setup cell installs requirements.txt, then the project with --no-deps: the
+    # dependencies plus the default backend, the `tensorflow` extra.
+    expected = PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["tensorflow"]
+    assert sorted(map(str, REQUIREMENTS)) == sorted(str(Requirement(line)) for line in expected)
 
 
 @pytest.mark.parametrize("requirement", REQUIREMENTS, ids=lambda r: r.name)

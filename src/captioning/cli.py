@@ -336,7 +336,9 @@ def _cache(args) -> int:
                       image_size=args.image_size, features=args.features, dtype=args.dtype,
                       batch_size=args.batch_size, shard_size=args.shard_size,
                       workers=args.workers, shard=args.shard, strict=args.strict,
-                      progress=_cache_progress(args), mixed_precision=args.mixed_precision)
+                      progress=_cache_progress(args), mixed_precision=args.mixed_precision,
+                      dataset=f"{args.format}: "
+                              + ", ".join(Path(path).name for path in args.captions))
     print(out)
     return EXIT_OK
 
@@ -357,7 +359,7 @@ def _train(args) -> int:
 
     config = _train_config(args)
     result = train(args.cache, args.out, config, progress=not (args.quiet or args.quiet_logs),
-                   dataset=str(Path(args.cache).resolve().name), images_dir=args.images)
+                   images_dir=args.images)
     row = result.history[result.history["epoch"] == result.best_epoch].iloc[0]
     scores = ", ".join(f"{name} {row[name]:.4f}" for name in ("val_loss", "val_bleu_4")
                        if pd.notna(row.get(name)))

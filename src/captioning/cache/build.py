@@ -84,6 +84,7 @@ def build_cache(
     seed: int = 0,
     strict: bool = False,
     mixed_precision: str = "none",
+    dataset: str | None = None,
 ) -> Path:
     """Runs the encoder over every image of a captions table and stores the features.
 
@@ -109,6 +110,8 @@ def build_cache(
             before it are kept, so the same call resumes once the image is fixed.
         mixed_precision: `"none"`, or `"bfloat16"`/`"float16"` to run the encoder in that
             precision (its file, `encoder.hdf5`, stays float32); recorded in the manifest.
+        dataset: a note on where the captions come from (`"flickr8k: Flickr8k.token.txt"`),
+            recorded in the manifest; `train` copies it into the release manifest.
 
     Returns:
         The cache folder. Its manifest records the run's speed under `throughput`
@@ -141,6 +144,8 @@ def build_cache(
 
         model = with_precision(model, mixed_precision)
         manifest["mixed_precision"] = mixed_precision
+    if dataset is not None:
+        manifest["dataset"] = str(dataset)
     done, seconds = encode_shards(model, manifest, out, images, images_dir, load_and_resize,
                                   batch_size=batch_size, workers=workers or default_workers(),
                                   progress=progress, todo=todo, strict=strict)

@@ -226,7 +226,10 @@ class RunState:
         if rows and scst and self.config.scst_epochs \
                 and not self.scst_stale(scst, int(rows[-1]["epoch"])):
             rows += scst["history"]
-        return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+        frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+        # A column no phase filled (`val_cider` before SCST) is float, as `history.csv` reads.
+        numeric = [c for c in HISTORY_COLUMNS if c not in ("epoch", "phase")]
+        return frame.astype({c: "float64" for c in numeric})
 
     def epochs_before_scst(self) -> int:
         """The run's last epoch of the phases before SCST (0 before the first)."""

@@ -88,7 +88,8 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
             with a checkpoint of the same run is resumed.
         config: the settings; defaults to `CaptionConfig()`.
         progress: show Keras' progress bar.
-        dataset: a note on the training data, recorded in the release manifest.
+        dataset: a note on the training data, recorded in the release manifest; default
+            the one `build_cache` recorded in the cache (the CLI's `--format` and file).
         images_dir: the images, for fine-tuning (`config.fine_tune`); default the folder
             the cache was made from.
 
@@ -133,7 +134,7 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
         run, encoder_file=encoder, step_model=with_precision(decoder.step, "none"),
         tokenizer=tokenizer, config=config, cache_settings=cache.settings,
         feature_shape=cache.feature_shape,
-        extra={"best_epoch": best, "dataset": dataset,
+        extra={"best_epoch": best, "dataset": dataset or cache.manifest.get("dataset"),
                "validation": _row_dict(history, best)},
     )
     return TrainResult(run_dir=run, best_epoch=best, history=history, release_manifest=manifest)
