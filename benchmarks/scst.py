@@ -12,7 +12,8 @@ captions (see `architectures.py`). Then the cost of one SCST step is timed again
 cross-entropy step, in one process, alternating the two over rounds (median): a step trains
 on `batch_size` captions in both phases, the SCST step's being `batch_size // samples`
 images times `samples` captions sampled, scored with CIDEr-D and weighted by their
-advantage. Finished runs are kept in `--work/results.json`, so an interrupted run resumes.
+advantage. Finished runs are kept in `--work/results.json`, so an interrupted run resumes
+(with the same settings; other settings need another `--work`).
 
 Usage:
     python benchmarks/scst.py --work build/scst
@@ -120,8 +121,22 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (median)")
     parser.add_argument("--steps", type=int, default=3, help="steps per timing round")
     args = parser.parse_args()
+    if not 0 < args.scst_epochs < args.epochs:
+        parser.error(f"--scst-epochs must be between 1 and --epochs - 1 ({args.epochs - 1}), "
+                     f"got {args.scst_epochs}")
     show_logs()
     work = Path(args.work)
+    results_file = work / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    # The data, cache and runs under --work are reused: only with the settings that made them.
+    settings = {name: value for name, value in vars(args).items()
+                if name not in ("work", "rounds", "steps")}
+    if results.get("settings", settings) != settings:
+        parser.error(f"{results_file} holds results of other settings ({results['settings']});"
+                     " give another --work")
+    results["settings"] = settings
+    work.mkdir(parents=True, exist_ok=True)
+    results_file.write_text(json.dumps(results, indent=1))
     data = work / "data"
     if not (data / "captions.csv").exists():
         make_dataset(data, n_images=args.images, seed=7, image_size=128,
@@ -137,8 +152,6 @@ def main():
     runs = {"cross-entropy": base.replace(epochs=args.epochs),
             "scst": base.replace(epochs=args.epochs - args.scst_epochs,
                                  scst_epochs=args.scst_epochs)}
-    results_file = work / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for name, config in runs.items():
         if name in results:
             continue

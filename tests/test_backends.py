@@ -189,3 +189,27 @@ def test_an_attention_release_of_the_other_backend_captions_identically_here(
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["versions"]["keras_backend"] == OTHER
     assert _captions(Captioner.load(tmp_path / "run"), images) == there
+
+
+@pytest.mark.pipeline
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None
+                    or importlib.util.find_spec("jax") is None,
+                    reason="needs TensorFlow and JAX both installed")
+def test_the_cli_on_jax_leaves_an_installed_tensorflow_unimported():
+    # Keras' .hdf5 reader would import TensorFlow (seconds, and its C++ log lines on stderr)
+    # to decode TF 2 shapes our files do not hold; `caption` and `--help` leave it alone.
+    script = """
+        import json, runpy, sys
+        sys.argv = ["captioning", *sys.argv[1:]]
+        code = 0
+        try:
+            runpy.run_module("captioning", run_name="__main__", alter_sys=True)
+        except SystemExit as exit:
+            code = exit.code
+        print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules}))
+    """
+    for args in (["--help"], ["caption", "examples/small_white_square.jpg"]):
+        done = _python(script, *args, backend="jax")
+        result = json.loads(_ok(done).splitlines()[-1])
+        assert result == {"code": 0, "tensorflow": False}, (args, done.stderr[-2000:])
+    assert "a little white square" in done.stdout

@@ -618,3 +618,49 @@ def test_info_lines_on_stderr_and_quiet_keeps_the_warnings(unsplit, quiet, monke
     assert len(lines) == (2 if quiet else 3)
     # The CLI leaves the logging it found: nothing of it shows after `main` returns.
     assert not logging.getLogger("captioning").handlers
+
+
+def test_decoding_flags_reach_the_captioner_and_evaluate(monkeypatch, tmp_path, capsys):
+    # `caption` and `evaluate` hand --length-penalty and --block-ngram-repeat on; not given,
+    # they are None (the release's settings). The models are not the point: stubbed out.
+    import types
+
+    import captioning.evaluation
+    import captioning.release.manifest
+    from captioning.inference.captioner import Captioner
+
+    monkeypatch.setattr(captioning.release.manifest, "read_manifest", lambda path: (path, {}))
+    monkeypatch.setattr(cli, "check_backend", lambda: None)
+    monkeypatch.setattr(cli, "_import_tensorflow_quietly", lambda: None)
+    seen = []
+
+    class Stub:
+        def caption(self, files, **kwargs):
+            return [types.SimpleNamespace(ok=True, image=f, caption="a red square")
+                    for f in files]
+
+    def load(release, **kwargs):
+        seen.append(("caption", kwargs["length_penalty"], kwargs["block_ngram_repeat"]))
+        return Stub()
+
+    def evaluate(release, cache, **kwargs):
+        seen.append(("evaluate", kwargs["length_penalty"], kwargs["block_ngram_repeat"]))
+        return {"CIDEr": 1.0}
+
+    monkeypatch.setattr(Captioner, "load", staticmethod(load))
+    monkeypatch.setattr(captioning.evaluation, "evaluate_release", evaluate)
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"stub")
+    common = ["--release", str(tmp_path)]
+    assert cli.main(["caption", str(image), *common, "--length-penalty", "1.5",
+                     "--block-ngram-repeat", "2"]) == 0
+    assert cli.main(["caption", str(image), *common]) == 0
+    assert cli.main(["evaluate", *common, "--cache", "c", "--json", str(tmp_path / "s.json"),
+                     "--no-spice", "--length-penalty", "0", "--block-ngram-repeat", "3"]) == 0
+    assert seen == [("caption", 1.5, 2), ("caption", None, None), ("evaluate", 0.0, 3)]
+    capsys.readouterr()
+    for flags, shown in ((["--length-penalty", "-1"], "--length-penalty: must be a number"),
+                         (["--block-ngram-repeat", "-2"], "--block-ngram-repeat")):
+        with pytest.raises(SystemExit) as caught:
+            cli.main(["caption", str(image), *common, *flags])
+        assert caught.value.code == 2 and shown in capsys.readouterr().err

@@ -361,7 +361,8 @@ def _train(args) -> int:
     result = train(args.cache, args.out, config, progress=not (args.quiet or args.quiet_logs),
                    images_dir=args.images)
     row = result.history[result.history["epoch"] == result.best_epoch].iloc[0]
-    scores = ", ".join(f"{name} {row[name]:.4f}" for name in ("val_loss", "val_bleu_4")
+    scores = ", ".join(f"{name} {row[name]:.4f}"
+                       for name in ("val_loss", "val_bleu_4", "val_cider")
                        if pd.notna(row.get(name)))
     print(f"best epoch {result.best_epoch}: {scores or 'no validation split'}; "
           f"release in {result.run_dir}")

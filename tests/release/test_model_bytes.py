@@ -14,6 +14,7 @@ import h5py
 import keras
 import numpy as np
 
+from tests.helpers import tiny_config
 from tests.release.helpers import CAP_WITH_TENSORFLOW, run_capped
 from captioning.release import load_release
 from captioning.release.model_bytes import model_file_bytes, weights_file_bytes
@@ -69,6 +70,34 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint_and_release(copy_
     # The previous release is intact and loads.
     assert load_release(copy_run).manifest["files"]
     assert not list(copy_run.glob(".*staged*"))
+
+
+def test_train_on_a_full_disk_exits_2_with_one_line_and_keeps_the_release(copy_run, cache,
+                                                                           tmp_path):
+    # The reported case end to end: `train` resumed for one more epoch when its checkpoint
+    # cannot be written (files over 16 KiB fail with EFBIG; the checkpoints are ~120 KB and
+    # the small files a resumed run rewrites, run.json and history.csv, stay under it).
+    import hashlib
+
+    release = ("Encoder.hdf5", "Decoder.hdf5", "tokenizer.pickle", "manifest.json")
+    digest = {name: hashlib.sha256((copy_run / name).read_bytes()).hexdigest()
+              for name in release}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_config(epochs=3).to_dict()))
+    code, out, err = run_capped(
+        ["-m", "captioning", "train", "--cache", cache, "--out", copy_run, "--config", config,
+         "--quiet"], limit=CAP_WITH_TENSORFLOW, timeout=300, file_size=16 * 2**10)
+    assert code == 2, f"exit {code} (139: a segfault inside h5py): {err[-2000:]}"
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "Traceback" not in err, err[-2000:]  # progress lines aside
+    for said in ("epoch-0003.weights.h5: could not be written", "ulimit -f"):
+        assert said in errors[0], errors[0]
+    # The previous release is untouched and loads; the run resumes from epoch 2.
+    assert {name: hashlib.sha256((copy_run / name).read_bytes()).hexdigest()
+            for name in release} == digest
+    assert load_release(copy_run).manifest["files"]
+    state = json.loads((copy_run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == 2, state
 
 
 def test_in_memory_files_are_what_keras_reads(tmp_path):

@@ -78,6 +78,77 @@ for k in range(1, 12):
         break
 """
 
+# The same for `export` (`copy_release` into the repository layout): a repository holding
+# release A gets release B (other decoder weights), killed at the K-th os.replace.
+COPY_KILL_CHILD = """
+import hashlib, json, os, shutil, sys
+from pathlib import Path
+from captioning.release import copy_release, export_release, load_release
+
+class Killed(BaseException):
+    pass
+
+run, root = Path(sys.argv[1]), Path(sys.argv[2])
+other = root / "other"
+shutil.copytree(run, other)
+release = load_release(run)
+decoder = release.decoder
+decoder.set_weights([w + 0.5 for w in decoder.get_weights()])
+export_release(other, encoder_file=other / "Encoder.hdf5", step_model=decoder,
+               tokenizer=release.tokenizer, config=release.config,
+               cache_settings=release.manifest["encoder"],
+               feature_shape=release.manifest["feature_shape"])
+digest = lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+old, new = digest(run / "Decoder.hdf5"), digest(other / "Decoder.hdf5")
+assert old != new
+replace = os.replace
+for k in range(1, 12):
+    repo = root / f"repo{k}"
+    models, tokenizers = repo / "saved_models", repo / "tokenizer"
+    copy_release(run, models, tokenizers)
+    calls = []
+    def counting(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == k:
+            raise Killed()
+        return replace(*args, **kwargs)
+    os.replace = counting
+    try:
+        copy_release(other, models, tokenizers)
+        killed = False
+    except Killed:
+        killed = True
+    finally:
+        os.replace = replace
+    try:
+        load_release(models)
+        loaded, message = True, ""
+    except Exception as error:
+        loaded, message = False, f"{type(error).__name__}: {error}"[:300]
+    now = digest(models / "Decoder.hdf5")
+    state = "old" if now == old else "new" if now == new else "other"
+    copy_release(other, models, tokenizers)
+    stats = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+             for p in (*models.iterdir(), *tokenizers.iterdir())}
+    os.replace = counting
+    calls.clear()
+    try:
+        copy_release(other, models, tokenizers)  # identical: nothing to move
+    finally:
+        os.replace = replace
+    leftovers = sorted(p.name for p in (*models.iterdir(), *tokenizers.iterdir())
+                       if p.name.startswith(".") or p.name.endswith(".switch"))
+    print(json.dumps({"k": k, "killed": killed, "loaded": loaded, "decoder": state,
+                      "message": message, "then": digest(models / "Decoder.hdf5") == new,
+                      "leftovers": leftovers, "moves_when_identical": len(calls),
+                      "rewritten": stats != {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+                                             for p in (*models.iterdir(),
+                                                       *tokenizers.iterdir())}}),
+          flush=True)
+    if not killed:
+        break
+"""
+
 RETRAIN_CHILD = """
 import sys
 from captioning.training.train import train
@@ -119,6 +190,21 @@ def test_loading_removes_the_journal_and_an_export_the_staged_files(kills):
         # The next export completes the release and leaves nothing behind.
         assert result["after_export"] == [] and result["then"], result
     assert kills[-1]["leftovers"] == []
+
+
+def test_an_export_killed_at_any_moment_leaves_the_old_or_the_new_release(run, tmp_path):
+    code, out, err = run_capped(["-c", COPY_KILL_CHILD, run, tmp_path],
+                                limit=CAP_WITH_TENSORFLOW, timeout=600)
+    results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert results and results[-1]["killed"] is False, f"exit {code}: {err[-2000:]}"
+    assert len(results) >= 5
+    states = [result["decoder"] for result in results]
+    assert states[0] == "old" and states[-1] == "new", states
+    for result in results:
+        assert result["loaded"] and result["decoder"] in ("old", "new"), result
+        # The next export completes it; exporting the same release again moves nothing.
+        assert result["then"] and result["leftovers"] == [], result
+        assert result["moves_when_identical"] == 0 and not result["rewritten"], result
 
 
 def test_re_running_a_finished_training_rewrites_no_release_file(run, cache, tmp_path):

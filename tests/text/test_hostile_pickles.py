@@ -12,7 +12,14 @@ import pickle
 
 import pytest
 
-from tests.release.helpers import CAP_WITHOUT_TENSORFLOW, run_capped
+from tests.release.helpers import (
+    CAP_WITH_TENSORFLOW,
+    CAP_WITHOUT_TENSORFLOW,
+    assert_refused_on_one_line,
+    cli_capped,
+    rehash,
+    run_capped,
+)
 
 CHILD = """
 import sys
@@ -141,3 +148,14 @@ def test_the_stand_ins_refuse_every_attribute_change():
                 setattr(target, "extra", 1)
     with pytest.raises(TypeError):
         LEGACY_GLOBALS["builtins.int"] = int
+
+
+def test_caption_refuses_a_release_with_such_a_tokenizer_with_exit_2(copy_run, dataset):
+    # Via the CLI the 2**40-item message used to take 4.25 GB and end in a traceback.
+    (copy_run / "tokenizer.pickle").write_bytes(CASES["lists shared 40 deep as the format"][0])
+    rehash(copy_run)
+    image = next((dataset / "images").glob("*.jpg"))
+    code, out, err = cli_capped("caption", image, "--release", copy_run,
+                                limit=CAP_WITH_TENSORFLOW, timeout=180)
+    assert out == ""
+    assert_refused_on_one_line(code, err, "tokenizer.pickle", "nests containers more than 16")

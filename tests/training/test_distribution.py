@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from captioning.errors import CaptioningError
+from captioning.errors import CaptioningError, ConfigError
 from captioning.training.strategies import drops_remainder, make_strategy
 from tests.helpers import REPO_ROOT, tiny_config
 
@@ -187,3 +187,16 @@ def test_a_mixed_precision_run_exports_a_float32_release(cache, dataset, tmp_pat
     assert "mixed_bfloat16" not in str(config) and "float32" in str(config)
     (caption,) = Captioner.load(tmp_path / "run").caption(_images(dataset, 1))
     assert caption.ok and isinstance(caption.caption, str)
+
+
+def test_mixed_precision_cannot_change_when_a_run_resumes(copy_run, cache):
+    # Not in RESUMABLE: it changes what is trained (bfloat16 gradients), and float16 adds a
+    # loss-scale optimizer whose saved state a float32 optimizer does not have.
+    from captioning.training.run_state import RESUMABLE
+    from captioning.training.train import train
+
+    assert "mixed_precision" not in RESUMABLE
+    run_json = (copy_run / "run.json").read_text()
+    with pytest.raises(ConfigError, match="mixed_precision: run has 'none', now 'bfloat16'"):
+        train(cache, copy_run, tiny_config(mixed_precision="bfloat16"), progress=False)
+    assert (copy_run / "run.json").read_text() == run_json

@@ -92,6 +92,18 @@ def test_the_loss_is_compiled_with_the_smoothing_and_round_trips():
             MaskedCrossEntropy(bad)
 
 
+def test_fine_tuning_is_compiled_with_the_same_smoothed_loss(cache):
+    from captioning.cache import FeatureCache
+    from captioning.training.finetune import _joint_model
+
+    store = FeatureCache(cache)
+    config = CaptionConfig(units=4, embedding_dim=4, max_length=3, label_smoothing=0.15,
+                           fine_tune=1)
+    decoder = build_decoder(config, VOCAB, store.feature_shape)
+    joint, _, _ = _joint_model(store, decoder, config)
+    assert isinstance(joint.loss, MaskedCrossEntropy) and joint.loss.label_smoothing == 0.15
+
+
 # ---------------------------------------------------------------------------------------------
 # Scheduled sampling: 0 at the first epoch, linearly up to P at the last.
 

@@ -28,6 +28,7 @@ from captioning.release.manifest import (
 )
 from captioning.release.model_file import check_model_file
 from captioning.text.tokenizer_file import MAX_TOKENIZER_BYTES
+from captioning.utils.backends import tensorflow_left_alone
 from captioning.utils.files import (
     describe_os_error,
     display_path,
@@ -162,7 +163,8 @@ def load_model_file(path):
     name = Path(os.fspath(path)).name
     check_model_file(path, name)
     try:
-        return keras.saving.load_model(os.fspath(path), safe_mode=True, compile=False)
+        with tensorflow_left_alone():  # Keras' .hdf5 reader would import TensorFlow on JAX
+            return keras.saving.load_model(os.fspath(path), safe_mode=True, compile=False)
     except CaptioningError:
         raise
     except Exception as error:

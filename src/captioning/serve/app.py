@@ -146,7 +146,10 @@ def release_info(captioner) -> dict:
                       "attention": config.conditioning == "attention",
                       "vocab_size": manifest.get("vocab_size"),
                       "max_decode_length": config.max_decode_length,
-                      "length_penalty": config.length_penalty}}
+                      "length_penalty": getattr(captioner, "length_penalty",
+                                                config.length_penalty),
+                      "block_ngram_repeat": getattr(captioner, "block_ngram_repeat",
+                                                    config.block_ngram_repeat)}}
 
 
 def _beam_and_top(query, max_beam: int):

@@ -192,5 +192,6 @@ def _joint_model(cache, decoder, config):
     logits = decoder.training([encoder(pixels, training=False), tokens])
     joint = keras.Model([pixels, tokens], logits, name="fine_tune")
     compile_for_captions(joint, make_optimizer(config.fine_tune_learning_rate,
-                                               config.clipnorm))
+                                               config.clipnorm),
+                         label_smoothing=config.label_smoothing)
     return joint, encoder, unfrozen

@@ -10,6 +10,7 @@ asked to.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -116,3 +117,34 @@ def require_tensorflow_backend(feature: str):
                               f"{name}; set KERAS_BACKEND=tensorflow, or use --strategy auto "
                               f"(on JAX: data parallel over every local device)")
     return tf
+
+
+@contextlib.contextmanager
+def tensorflow_left_alone():
+    """A context in which Keras does not import TensorFlow for its own optional checks.
+
+    Keras' legacy `.hdf5` reader (`keras.src.legacy.saving.json_utils`) asks whether
+    TensorFlow is installed for every object of a model config, to decode the `TensorShape`
+    and `TypeSpec` entries of TF 2 files, and that question imports TensorFlow: seconds of
+    start-up and TensorFlow's C++ log lines on stderr, for a process that runs on JAX. The
+    files this package writes hold no such entries. Inside this context, on a backend other
+    than TensorFlow and while TensorFlow is not imported yet, Keras' lazy TensorFlow module
+    answers "not available"; its earlier answer is restored on leaving. On TensorFlow, or
+    with TensorFlow already imported, it changes nothing.
+    """
+    if "tensorflow" in sys.modules or keras_backend() == "tensorflow":
+        yield
+        return
+    try:
+        from keras.src.utils import module_utils
+
+        lazy = module_utils.tensorflow
+        previous = lazy._available
+    except (ImportError, AttributeError):  # another Keras layout: leave it as it is
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = previous
