@@ -160,3 +160,19 @@ def test_history_csv_lists_scst_last_while_it_follows_the_phases_before(tmp_path
     assert "after_epoch 2 -> 3" in run.scst_stale(run.scst.state(), 3)
     other = RunState(tmp_path, config.replace(scst_samples=3))
     assert "samples 5 -> 3" in other.scst_stale(other.scst.state(), 2)
+
+
+def test_a_run_from_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    class Cache:  # what `check_run` reads of a cache
+        identity, manifest, path = {"encoder": "x"}, {"images_fingerprint": "f"}, tmp_path
+
+    config = tiny_config()
+    state = RunState(tmp_path / "run", config)
+    (tmp_path / "run").mkdir()
+    state.check_run(Cache())
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    del saved["config"]["mixed_precision"]  # run.json written before the setting was added
+    (tmp_path / "run" / "run.json").write_text(json.dumps(saved))
+    state.check_run(Cache())
+    with pytest.raises(Exception, match="mixed_precision: run has 'none', now 'bfloat16'"):
+        RunState(tmp_path / "run", config.replace(mixed_precision="bfloat16")).check_run(Cache())

@@ -24,6 +24,7 @@ listed twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -254,9 +255,12 @@ class RunState:
 
 
 def _run_differences(saved: dict, current: dict, cache_path) -> list[str]:
-    differences = [f"{key}: run has {saved['config'].get(key)!r}, now {value!r}"
+    # A setting added after the run started is read as its default (the run had no choice).
+    defaults = {field.name: field.default for field in dataclasses.fields(CaptionConfig)}
+    before = {key: saved["config"].get(key, defaults.get(key)) for key in current["config"]}
+    differences = [f"{key}: run has {before[key]!r}, now {value!r}"
                    for key, value in current["config"].items()
-                   if key not in RESUMABLE and saved["config"].get(key) != value]
+                   if key not in RESUMABLE and before[key] != value]
     # Runs started before the cache identity grew more keys are compared on what they hold.
     changed = describe_differences(
         {**current["cache"], "images_fingerprint": current["images_fingerprint"]},
