@@ -213,3 +213,19 @@ def test_the_cli_on_jax_leaves_an_installed_tensorflow_unimported():
         result = json.loads(_ok(done).splitlines()[-1])
         assert result == {"code": 0, "tensorflow": False}, (args, done.stderr[-2000:])
     assert "a little white square" in done.stdout
+
+
+def test_the_python_api_refuses_the_torch_backend_in_one_line():
+    """The Python API says what the CLI says under KERAS_BACKEND=torch, before Keras starts."""
+    script = """
+    import json, sys
+    import captioning
+    from captioning.errors import CaptioningError
+    try:
+        captioning.Captioner
+    except CaptioningError as error:
+        print(json.dumps({"error": str(error), "keras": "keras" in sys.modules}))
+    """
+    out = json.loads(_ok(_python(script, backend="torch")).splitlines()[-1])
+    assert out["error"].startswith("Keras' torch backend is not supported")
+    assert "KERAS_BACKEND=jax" in out["error"] and not out["keras"]

@@ -48,7 +48,7 @@ def test_plot_history_three_panels_marks_best_epoch(tmp_path):
     figure = plot_history(_history())
     assert isinstance(figure, Figure)
     assert len(figure.axes) == 3
-    assert _titles(figure) == ["Loss", "Accuracy", "BLEU-4"]
+    assert _titles(figure) == ["Loss", "Accuracy", "Validation scores"]
     loss_lines = {line.get_label() for line in figure.axes[0].get_lines()}
     assert {"train", "validation", "best epoch 3"} <= loss_lines
     best_lines = [line for line in figure.axes[2].get_lines()
@@ -71,7 +71,18 @@ def test_plot_history_without_bleu_uses_val_loss():
     frame = _history().assign(val_bleu_4=np.nan)
     figure = plot_history(frame)
     assert "best epoch 3" in figure.get_suptitle()  # lowest val_loss
-    assert not [line for line in figure.axes[2].get_lines() if line.get_label() == "validation"]
+    assert not [line for line in figure.axes[2].get_lines() if line.get_label() == "BLEU-4"]
+    _renders(figure)
+
+
+def test_plot_history_best_epoch_by_val_cider_when_measured():
+    """The default monitor is val CIDEr-D: the marked epoch is the one the run exported."""
+    frame = _history().assign(val_cider=[0.1, 0.9, 0.7, 0.8])
+    figure = plot_history(frame)
+    assert "best epoch 2" in figure.get_suptitle()  # val_bleu_4 alone would say 3
+    labels = {line.get_label() for line in figure.axes[2].get_lines()}
+    assert {"BLEU-4", "CIDEr-D", "best epoch 2"} <= labels
+    assert figure.axes[2].get_ylim()[1] >= 0.9
     _renders(figure)
 
 

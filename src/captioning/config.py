@@ -40,6 +40,7 @@ DTYPES = ("float16", "float32")
 LONG_CAPTION_POLICIES = ("truncate", "drop")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu", "data_parallel")
 SCST_BASELINES = ("mean", "greedy")
+MONITORS = ("val_cider", "val_bleu_4")  # what picks the best epoch of the first phases
 PRECISIONS = ("none", "bfloat16", "float16")  # mixed precision: the compute dtype
 CAPTION_FORMATS = ("coco", "flickr8k", "karpathy", "csv")  # what `read_captions` reads
 SYNTHETIC_FORMATS = ("csv", "flickr8k", "coco")  # what `make_dataset` writes
@@ -110,7 +111,7 @@ class CaptionConfig:
     clipnorm: float | None = _setting(5.0, "gradient clipping by global norm; 0 or none: no "
                                       "clipping")
     seed: int = _setting(0, "seed of the weights and of the order of the captions")
-    early_stopping: int = _setting(0, "patience in epochs on val_bleu_4 (val_loss, or the "
+    early_stopping: int = _setting(0, "patience in epochs on the monitor (val_loss, or the "
                                    "training loss, when there is no validation split); 0 "
                                    "trains every epoch")
     label_smoothing: float = _setting(0.0, "spread this much of each target's mass over the "
@@ -118,7 +119,10 @@ class CaptionConfig:
     scheduled_sampling: float = _setting(0.0, "final chance of feeding the model its own "
                                          "previous word, in [0, 1)")
     val_images: int = _setting(200, "validation images greedy-decoded each epoch for "
-                               "val_bleu_4")
+                               "val_cider and val_bleu_4")
+    monitor: str = _setting("val_cider", "what picks the best epoch and stops early: the "
+                            "CIDEr-D or the BLEU-4 of the val_images' greedy captions",
+                            MONITORS)
     strategy: str = _setting("none", "devices to train on: mirrored, multi_worker (TF_CONFIG), "
                              "tpu are tf.distribute (TensorFlow); data_parallel is "
                              "keras.distribution (JAX); auto picks", STRATEGIES)

@@ -45,9 +45,11 @@ _PLACEHOLDER_FONTS = ("Last Resort",)
 def plot_history(history) -> Figure:
     """Plots the training curves of a run, one panel per measure.
 
-    Panels: loss and val_loss, accuracy and val_accuracy, val_bleu_4, all per epoch. The
-    best epoch (highest `val_bleu_4`, the one a run exports; lowest `val_loss` when no BLEU
-    was measured) is marked by a dashed line in every panel and a dot on its BLEU.
+    Panels: loss and val_loss, accuracy and val_accuracy, the validation scores (val_bleu_4
+    and val_cider), all per epoch. The best epoch (highest `val_cider`, the default monitor
+    that picks the epoch a run exports; highest `val_bleu_4` for a history without CIDEr-D;
+    lowest `val_loss` when no score was measured) is marked by a dashed line in every panel
+    and a dot on its score.
     Columns the history lacks, or that are empty, are left out of their panel.
 
     Args:
@@ -56,7 +58,7 @@ def plot_history(history) -> Figure:
             val_bleu_4, ...`), such as `TrainResult.history`.
 
     Returns:
-        A `Figure` with three axes (loss, accuracy, BLEU-4).
+        A `Figure` with three axes (loss, accuracy, validation scores).
 
     Raises:
         CaptioningError: the file is missing or unreadable, or the history has no epoch.
@@ -69,7 +71,7 @@ def plot_history(history) -> Figure:
     panels = (
         ("Loss", (("loss", "train"), ("val_loss", "validation"))),
         ("Accuracy", (("accuracy", "train"), ("val_accuracy", "validation"))),
-        ("BLEU-4", (("val_bleu_4", "validation"),)),
+        ("Validation scores", (("val_bleu_4", "BLEU-4"), ("val_cider", "CIDEr-D"))),
     )
     axes = figure.subplots(1, len(panels))
     for ax, (title, series) in zip(axes, panels):
@@ -87,14 +89,17 @@ def plot_history(history) -> Figure:
             ax.set_xticks(np.unique(epochs))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    bleu = _column(frame, "val_bleu_4")
-    if bleu is not None:  # BLEU lies in 0..1; near-zero early scores stay near the floor
-        axes[2].set_ylim(0.0, min(1.0, max(0.1, float(np.nanmax(bleu)) * 1.2)))
-    if best is not None and bleu is not None:
+    scores = [values for values in (_column(frame, "val_bleu_4"), _column(frame, "val_cider"))
+              if values is not None]
+    if scores:  # scores start at 0; near-zero early scores stay near the floor
+        top = max(float(np.nanmax(values)) for values in scores)
+        axes[2].set_ylim(0.0, max(0.1, top * 1.2))
+    picked = _column(frame, _best_column(frame)) if best is not None else None
+    if picked is not None and _best_column(frame) != "val_loss":
         at = np.nonzero(epochs == best)[0][0]
-        axes[2].plot([best], [bleu[at]], marker="o", markersize=8, color="tab:red",
+        axes[2].plot([best], [picked[at]], marker="o", markersize=8, color="tab:red",
                      linestyle="none")
-        axes[2].annotate(f"{bleu[at]:.3f}", (best, bleu[at]), textcoords="offset points",
+        axes[2].annotate(f"{picked[at]:.3f}", (best, picked[at]), textcoords="offset points",
                          xytext=(5, 5), fontsize="small")
     figure.suptitle(f"Training history (best epoch {best})" if best is not None
                     else "Training history")
@@ -250,12 +255,20 @@ def _column(frame, name):
     return None if np.all(np.isnan(values)) else values
 
 
-def _best_epoch(frame):
-    for name, pick in (("val_bleu_4", np.nanargmax), ("val_loss", np.nanargmin)):
-        values = _column(frame, name)
-        if values is not None:
-            return int(frame["epoch"].iloc[int(pick(values))])
+def _best_column(frame):
+    """The column that picked the best epoch: val_cider, else val_bleu_4, else val_loss."""
+    for name in ("val_cider", "val_bleu_4", "val_loss"):
+        if _column(frame, name) is not None:
+            return name
     return None
+
+
+def _best_epoch(frame):
+    name = _best_column(frame)
+    if name is None:
+        return None
+    pick = np.nanargmin if name == "val_loss" else np.nanargmax
+    return int(frame["epoch"].iloc[int(pick(_column(frame, name)))])
 
 
 def _caption_item(result):

@@ -24,6 +24,7 @@ def _stops(callback, scores, first_epoch=0):
 
 @pytest.mark.parametrize("monitor, values", [
     ("val_bleu_4", [0.5, 0.6, 0.55, 0.58, 0.4, 0.3]),
+    ("val_cider", [0.5, 0.6, 0.55, 0.58, 0.4, 0.3]),
     ("val_loss", [2.0, 1.5, 1.7, 1.6, 1.9, 2.2]),
 ])
 def test_a_resumed_run_stops_where_an_uninterrupted_one_does(monitor, values):
@@ -35,7 +36,7 @@ def test_a_resumed_run_stops_where_an_uninterrupted_one_does(monitor, values):
     assert _stops(resumed, values[3:], first_epoch=3) == [5]
     # Plain Keras starts counting afresh and would train on.
     assert _stops(keras.callbacks.EarlyStopping(monitor, patience=3,
-                                                mode="max" if "bleu" in monitor else "min"),
+                                                mode="min" if "loss" in monitor else "max"),
                   values[3:], first_epoch=3) == []
 
 
@@ -47,15 +48,17 @@ def test_early_stopping_names_what_it_monitored(caplog):
     assert "Early stopping: loss has not improved for 1 epochs (best epoch 1)." in caplog.text
 
 
-def test_the_monitored_score_prefers_bleu_then_validation_loss():
+def test_the_monitored_score_prefers_the_chosen_score_then_validation_loss():
     class Bleu:
         images = ["a.jpg"]
 
     class NoImages:
         images = []
 
-    assert monitored(Bleu(), has_val_batches=True) == "val_bleu_4"
+    assert monitored(Bleu(), has_val_batches=True) == "val_cider"  # the default
+    assert monitored(Bleu(), has_val_batches=True, preferred="val_bleu_4") == "val_bleu_4"
     assert monitored(NoImages(), has_val_batches=True) == "val_loss"
     assert monitored(NoImages(), has_val_batches=False) == "loss"
     assert score("val_bleu_4", {"val_bleu_4": 0.25}) == 0.25
+    assert score("val_cider", {"val_cider": 1.25}) == 1.25
     assert score("val_loss", {"val_loss": 1.5}) == -1.5  # higher is better

@@ -99,15 +99,20 @@ def test_multi_worker_training_with_two_workers_on_localhost(cache, dataset, tmp
     workers = [_start({"KERAS_BACKEND": "tensorflow",
                        "TF_CONFIG": json.dumps({"cluster": cluster,
                                                 "task": {"type": "worker", "index": index}})},
-                      cache, tmp_path / f"run{index}", json.dumps(config.to_dict()),
+                      cache, tmp_path / "run", json.dumps(config.to_dict()),
                       *_images(dataset))
                for index in range(2)]
     results = [_finish(worker) for worker in workers]
     for out, err in results:
         assert "Training on 2 replicas (MultiWorkerMirroredStrategy), global batch 16" in err
         assert "EPOCHS [1] ['frozen']" in out
+    # One --out on a shared disk: the chief (worker 0) writes the run, worker 1 its own copy
+    # beside it, never the chief's files.
+    chief, other = tmp_path / "run", tmp_path / "run" / "worker-1"
+    assert sorted(p.name for p in other.iterdir()) == sorted(
+        p.name for p in chief.iterdir() if p.name != "worker-1")
     # The gradients were all-reduced across the workers: both hold the same weights.
-    first, second = (_weights(tmp_path / f"run{i}" / "Decoder.hdf5") for i in range(2))
+    first, second = (_weights(folder / "Decoder.hdf5") for folder in (chief, other))
     assert [name for name, _ in first] == [name for name, _ in second]
     for (name, a), (_, b) in zip(first, second):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)

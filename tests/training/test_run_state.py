@@ -176,3 +176,21 @@ def test_a_run_from_before_a_setting_existed_resumes_with_its_default(tmp_path):
     state.check_run(Cache())
     with pytest.raises(Exception, match="mixed_precision: run has 'none', now 'bfloat16'"):
         RunState(tmp_path / "run", config.replace(mixed_precision="bfloat16")).check_run(Cache())
+
+
+def test_a_run_from_before_the_monitor_setting_kept_picking_by_bleu(tmp_path):
+    """Runs started before `monitor` existed picked epochs by val_bleu_4: resuming one with
+    the new default (val_cider) would compare scores of two measures, so it is refused."""
+    class Cache:
+        identity, manifest, path = {"encoder": "x"}, {"images_fingerprint": "f"}, tmp_path
+
+    config = tiny_config()
+    state = RunState(tmp_path / "run", config)
+    (tmp_path / "run").mkdir()
+    state.check_run(Cache())
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    del saved["config"]["monitor"]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(saved))
+    with pytest.raises(Exception, match="monitor: run has 'val_bleu_4', now 'val_cider'"):
+        state.check_run(Cache())
+    RunState(tmp_path / "run", config.replace(monitor="val_bleu_4")).check_run(Cache())

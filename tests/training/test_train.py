@@ -35,11 +35,12 @@ def _history(run_dir):
 
 def test_history_has_one_row_per_epoch(run):
     history = _history(run)
-    for column in ("epoch", "loss", "val_loss", "val_bleu_4"):
+    for column in ("epoch", "loss", "val_loss", "val_bleu_4", "val_cider"):
         assert column in history.columns, column
     assert list(history["epoch"]) == [1, 2]
     assert list(history["phase"]) == ["frozen", "frozen"]
-    assert history[["loss", "val_loss", "val_bleu_4"]].notna().all().all()
+    assert history[["loss", "val_loss", "val_bleu_4", "val_cider"]].notna().all().all()
+    assert (history["val_cider"] >= 0).all()
     assert (history["loss"] > 0).all()
     assert history["val_bleu_4"].between(0, 1).all()
 
@@ -260,11 +261,31 @@ def stopped_run(cache, tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(callbacks, "bleu4", lambda predictions, references: next(scores))
-            result = train(cache, out, tiny_config(epochs=6, early_stopping=2), progress=False)
+            result = train(cache, out, tiny_config(epochs=6, early_stopping=2,
+                                                   monitor="val_bleu_4"), progress=False)
     finally:
         package.removeHandler(lines)
         package.setLevel(level)
     return out, result, "\n".join(lines.lines)
+
+
+def test_the_best_epoch_is_picked_by_val_cider_by_default(cache, tmp_path):
+    """val CIDEr-D and val BLEU-4 disagree (patched): the default exports CIDEr-D's best."""
+    from captioning.training import callbacks
+
+    ciders, bleus = iter([0.2, 0.9, 0.5]), iter([0.3, 0.1, 0.6])
+
+    def scores(self, features_of):
+        return {"val_cider": next(ciders), "val_bleu_4": next(bleus)}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(callbacks.ValidationScores, "__call__", scores)
+        result = train(cache, tmp_path / "run", tiny_config(epochs=3), progress=False)
+    assert result.best_epoch == 2
+    history = _history(tmp_path / "run")
+    assert list(history["val_cider"]) == [0.2, 0.9, 0.5]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["best_epoch"] == 2
 
 
 def test_early_stopping_stops_after_patience_epochs(stopped_run, cache, capsys):
@@ -274,7 +295,8 @@ def test_early_stopping_stops_after_patience_epochs(stopped_run, cache, capsys):
     assert "Early stopping: val_bleu_4 has not improved for 2 epochs" in printed
     assert json.loads((out / "checkpoints" / "state.json").read_text())["stopped"] is True
     before = _history(out)
-    again = train(cache, out, tiny_config(epochs=6, early_stopping=2), progress=False)
+    again = train(cache, out, tiny_config(epochs=6, early_stopping=2, monitor="val_bleu_4"),
+                  progress=False)
     assert "Epoch " not in capsys.readouterr().out  # nothing trained
     pd.testing.assert_frame_equal(_history(out), before)
     assert again.best_epoch == 1

@@ -300,11 +300,9 @@ def _load_encoder(out: Path, manifest: dict):
     if not encoder_path.exists() or sha256_file(encoder_path) != manifest["encoder_sha256"]:
         raise CacheError(f"{encoder_path}: missing or changed since the cache was started; "
                          f"delete {out} to start over")
-    import keras
+    from captioning.release.load import load_model_file
 
-    from captioning.models import layers  # noqa: F401  (registers the custom layers)
-
-    return keras.saving.load_model(encoder_path, safe_mode=True, compile=False)
+    return load_model_file(encoder_path)
 
 
 def _finish(out: Path, manifest: dict, table: pd.DataFrame, n_images: int) -> None:

@@ -1,6 +1,8 @@
-"""What happens at each epoch's end, in both phases: val_bleu_4, early stopping, the save.
+"""What happens at each epoch's end, in every phase: val_cider and val_bleu_4, early stopping,
+the save.
 
-`fit` gets them in this order: `BleuMonitor` adds `val_bleu_4` to the epoch's logs,
+`fit` gets them in this order: `BleuMonitor` adds `val_cider` and `val_bleu_4` to the epoch's
+logs,
 `ResumableEarlyStopping` (Keras' `EarlyStopping`) may stop the run, and `EpochCheckpoint`
 saves the epoch into the run state (`captioning.training.run_state`), the stop included.
 `ScheduledSamplingRamp` acts at each epoch's start instead: it sets the scheduled-sampling
@@ -16,11 +18,14 @@ from keras import ops
 
 from captioning.models.search import SequenceDecoder
 from captioning.text import bleu4
+from captioning.text.cider import CiderD
 from captioning.training.objective import sampling_probability
 from captioning.training.run_state import PhaseCheckpoint, history_row
 
 logger = logging.getLogger(__name__)
 
+# The monitored quantities that are minimised.
+_LOSSES = ("val_loss", "loss")
 # Images decoded per call of the step model when scoring.
 _DECODE_BATCH = 128
 
@@ -65,23 +70,49 @@ class ValidationBleu:
         return predictions
 
 
-def monitored(bleu: ValidationBleu, has_val_batches: bool) -> str:
-    """The quantity that picks the best epoch and stops early: `val_bleu_4`, or without
-    validation images `val_loss`, or without validation batches the training `loss`."""
+class ValidationScores:
+    """Greedy captions of the validation subset (as `ValidationBleu` picks it), scored with
+    CIDEr-D (document frequencies from the subset's references, as coco-caption computes
+    them) and BLEU-4.
+
+    Args:
+        bleu: the run's `ValidationBleu` (its images, references and search).
+    """
+
+    def __init__(self, bleu: ValidationBleu):
+        self.bleu, self.images = bleu, bleu.images
+        self.cider = (CiderD([bleu.references[name] for name in self.images])
+                      if self.images else None)
+
+    def __call__(self, features_of) -> dict:
+        """`{"val_cider": ..., "val_bleu_4": ...}` with the current weights; empty without
+        validation images."""
+        if not self.images:
+            return {}
+        predictions = self.bleu.predict(features_of)
+        captions = [predictions[name] for name in self.images]
+        return {"val_cider": float(self.cider.score(captions).mean()),
+                "val_bleu_4": float(bleu4(predictions, self.bleu.references))}
+
+
+def monitored(bleu: ValidationBleu, has_val_batches: bool, preferred: str = "val_cider") -> str:
+    """The quantity that picks the best epoch and stops early: `preferred` (`val_cider` or
+    `val_bleu_4`), or without validation images `val_loss`, or without validation batches the
+    training `loss`."""
     if bleu.images:
-        return "val_bleu_4"
+        return preferred
     return "val_loss" if has_val_batches else "loss"
 
 
 def score(monitor: str, logs: dict) -> float:
     """The monitored quantity as a score, higher is better (losses are negated)."""
     value = float(logs.get(monitor) or 0.0)
-    return value if monitor == "val_bleu_4" else -value
+    return -value if monitor in _LOSSES else value
 
 
 class BleuMonitor(keras.callbacks.Callback):
-    """Epoch end: `val_bleu_4` into the logs (and an INFO line), when there are validation
-    images.
+    """Epoch end: `val_cider` and `val_bleu_4` into the logs (and an INFO line), when there
+    are validation images.
 
     Args:
         bleu: the `ValidationBleu` of the run.
@@ -91,14 +122,15 @@ class BleuMonitor(keras.callbacks.Callback):
 
     def __init__(self, bleu: ValidationBleu, features_of, label: str = "epoch"):
         super().__init__()
-        self.bleu, self.features_of, self.label = bleu, features_of, label
+        self.scores, self.features_of, self.label = ValidationScores(bleu), features_of, label
 
     def on_epoch_end(self, epoch, logs=None):
-        value = self.bleu(self.features_of)
-        if value is not None and logs is not None:
-            logs["val_bleu_4"] = value
-            logger.info("%s %d: val_bleu_4 %.4f on %d images", self.label, epoch + 1, value,
-                        len(self.bleu.images))
+        values = self.scores(self.features_of)
+        if values and logs is not None:
+            logs.update(values)
+            logger.info("%s %d: val_cider %.4f, val_bleu_4 %.4f on %d images", self.label,
+                        epoch + 1, values["val_cider"], values["val_bleu_4"],
+                        len(self.scores.images))
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -109,7 +141,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     recorded, so a run killed and resumed stops where an uninterrupted one would have.
 
     Args:
-        monitor: see `monitored`; `val_bleu_4` is maximised, the losses minimised.
+        monitor: see `monitored`; the scores are maximised, the losses minimised.
         patience: epochs without improvement before stopping (at least 1).
         best_score: the best score so far (higher is better, as `score` gives it), or None.
         best_epoch: the epoch it was reached at (from 1), or None.
@@ -119,7 +151,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def __init__(self, monitor: str, patience: int, *, best_score: float | None = None,
                  best_epoch: int | None = None, last_epoch: int = 0):
         super().__init__(monitor=monitor, patience=patience,
-                         mode="max" if monitor == "val_bleu_4" else "min")
+                         mode="min" if monitor in _LOSSES else "max")
         self._resumed = (best_score, best_epoch, last_epoch)
 
     def on_train_begin(self, logs=None):

@@ -19,8 +19,10 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from captioning.cache.identity import ENCODER_FILE
 from captioning.errors import CacheError, ConfigError
 from captioning.models import layers  # noqa: F401  (registers the custom layers)
+from captioning.release.load import load_model_file
 from captioning.training.batches import (
     CaptionBatches,
     check_training_batches,
@@ -182,8 +184,7 @@ def _finished_epochs(run_state: RunState, after_epoch: int) -> int:
 def _joint_model(cache, decoder, config):
     """The cache's encoder, its top layers unfrozen, joined to the decoder's training model
     (pixels + caption in, logits out) and compiled: `(joint, encoder, unfrozen layers)`."""
-    encoder = keras.saving.load_model(cache.path / "encoder.hdf5", safe_mode=True,
-                                      compile=False)
+    encoder = load_model_file(cache.path / ENCODER_FILE)
     unfrozen = unfreeze_top(encoder, config.fine_tune)
     size = int(encoder.inputs[0].shape[1])
     pixels = keras.Input((size, size, 3), name="image")

@@ -254,9 +254,15 @@ class RunState:
         return frame
 
 
+# What a run did before the setting existed, where that is not the setting's default.
+_BEFORE_SETTING = {"monitor": "val_bleu_4"}
+
+
 def _run_differences(saved: dict, current: dict, cache_path) -> list[str]:
-    # A setting added after the run started is read as its default (the run had no choice).
+    # A setting added after the run started is read as its default (the run had no choice),
+    # or as what the run did before the setting existed, where the default changed that.
     defaults = {field.name: field.default for field in dataclasses.fields(CaptionConfig)}
+    defaults.update(_BEFORE_SETTING)
     before = {key: saved["config"].get(key, defaults.get(key)) for key in current["config"]}
     differences = [f"{key}: run has {before[key]!r}, now {value!r}"
                    for key, value in current["config"].items()

@@ -26,10 +26,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from captioning.text import bleu4
-from captioning.text.cider import CiderD
 from captioning.training.batches import load_pixels
-from captioning.training.callbacks import ValidationBleu
+from captioning.training.callbacks import ValidationBleu, ValidationScores
 from captioning.training.run_state import RunState, history_row
 from captioning.training.scst import ScstTrainer, describe, scst_epoch
 from captioning.training.strategies import drops_remainder
@@ -39,30 +37,6 @@ logger = logging.getLogger(__name__)
 
 # Images per encoder call when encoding with the fine-tuned encoder.
 _ENCODE_BATCH = 32
-
-
-class ValidationScores:
-    """Greedy captions of the validation subset (as `ValidationBleu` picks it), scored with
-    CIDEr-D and BLEU-4.
-
-    Args:
-        bleu: the run's `ValidationBleu` (its images, references and search).
-    """
-
-    def __init__(self, bleu: ValidationBleu):
-        self.bleu, self.images = bleu, bleu.images
-        self.cider = (CiderD([bleu.references[name] for name in self.images])
-                      if self.images else None)
-
-    def __call__(self, features_of) -> dict:
-        """`{"val_cider": ..., "val_bleu_4": ...}` with the current weights; empty without
-        validation images."""
-        if not self.images:
-            return {}
-        predictions = self.bleu.predict(features_of)
-        captions = [predictions[name] for name in self.images]
-        return {"val_cider": float(self.cider.score(captions).mean()),
-                "val_bleu_4": float(bleu4(predictions, self.bleu.references))}
 
 
 def scst_phase(run_state: RunState, cache, decoder, tokenizer, train_table, val_table, *,

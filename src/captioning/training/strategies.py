@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from pathlib import Path
 
 from captioning.config import STRATEGIES
 from captioning.errors import CaptioningError
@@ -202,3 +203,14 @@ def is_chief(strategy) -> bool:
     kind, index = resolver.task_type, resolver.task_id
     return kind == "chief" or (kind == "worker" and index == 0
                                and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def worker_folder(run_dir: Path, strategy) -> Path:
+    """Where this process keeps its run: `run_dir` for the chief (and every single-process
+    run); `run_dir/worker-N` for the other workers of a `multi_worker` cluster, so that
+    workers sharing a disk can be given the same `--out`. Every worker keeps its own
+    checkpoints, so each can resume at the same epoch after a kill."""
+    if is_chief(strategy):
+        return run_dir
+    resolver = strategy.cluster_resolver
+    return run_dir / f"{resolver.task_type}-{resolver.task_id}"

@@ -3,10 +3,11 @@
 `train` runs the phases of a run and exports its release. Its first phase, the
 cross-entropy phase, knows nothing about the model beyond `build_decoder`'s two graphs: it
 feeds `(features, caption[:-1]) -> caption[1:]` batches read from the cache's memory maps,
-and at every epoch end it greedy-decodes a fixed validation subset for `val_bleu_4`,
-checkpoints the weights and the optimizer atomically, and rewrites `history.csv`
+and at every epoch end it greedy-decodes a fixed validation subset for `val_cider` and
+`val_bleu_4`, checkpoints the weights and the optimizer atomically, and rewrites `history.csv`
 (`captioning.training.run_state`). Killed at any moment, the same command resumes from the
-last finished epoch. The best epoch by `val_bleu_4` is what gets exported. With
+last finished epoch. The best epoch by `config.monitor` (val CIDEr-D by default) is what
+gets exported. With
 `config.fine_tune` the fine-tuning phase (`captioning.training.finetune`) follows; with
 `config.scst_epochs` the SCST phase (`captioning.training.scst_phase`) comes last, and its
 best epoch by val CIDEr-D is what gets exported.
@@ -54,7 +55,7 @@ from captioning.training.finetune import fine_tune
 from captioning.training.objective import compile_for_captions, make_optimizer
 from captioning.training.run_state import RunState
 from captioning.training.scst_phase import scst_phase
-from captioning.training.strategies import drops_remainder, make_strategy
+from captioning.training.strategies import drops_remainder, make_strategy, worker_folder
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
         cache_dir: a finished feature cache.
         run_dir: the run folder: checkpoints, `history.csv`, `run.json` and the release
             (`Encoder.hdf5`, `Decoder.hdf5`, `tokenizer.pickle`, `manifest.json`). A run folder
-            with a checkpoint of the same run is resumed.
+            with a checkpoint of the same run is resumed. The non-chief workers of a
+            `multi_worker` cluster keep their copy in `run_dir/worker-N`.
         config: the settings; defaults to `CaptionConfig()`.
         progress: show Keras' progress bar.
         dataset: a note on the training data, recorded in the release manifest; default
@@ -103,14 +105,14 @@ def train(cache_dir, run_dir, config: CaptionConfig | None = None, *, progress: 
     cache = FeatureCache(cache_dir)
     config = config_for_cache(config or CaptionConfig(), cache)
     check_features(config, cache.feature_shape)
-    run = Path(run_dir)
+    strategy = make_strategy(config.strategy)
+    run = worker_folder(Path(run_dir), strategy)
     run.mkdir(parents=True, exist_ok=True)
     run_state = RunState(run, config)
     run_state.check_run(cache)
     keras.utils.set_random_seed(config.seed)
     train_table, val_table = _splits(cache)
     tokenizer = _run_tokenizer(run, config, train_table)
-    strategy = make_strategy(config.strategy)
     run_state.write_history()  # a kill after state.json, before history.csv, left it stale
     decoder = _cross_entropy_phase(run_state, cache, tokenizer, train_table, val_table,
                                    strategy, progress)
@@ -258,10 +260,10 @@ def _feature_batches(cache, tokenizer, config: CaptionConfig, strategy):
 
 def _callbacks(run_state: RunState, decoder, tokenizer, cache, val_table, state: dict,
                steps: int, *, has_val_batches: bool) -> list:
-    """The first phase's epoch-end callbacks: val_bleu_4, early stopping, the save."""
+    """The first phase's epoch-end callbacks: val scores, early stopping, the save."""
     config = run_state.config
     bleu = ValidationBleu(decoder.step, tokenizer, val_table, config)
-    monitor = monitored(bleu, has_val_batches)
+    monitor = monitored(bleu, has_val_batches, config.monitor)
     callbacks = [BleuMonitor(bleu, lambda names: cache.gather(cache.rows(names)))]
     callbacks.append(ScheduledSamplingRamp(config.scheduled_sampling, config.epochs))
     if config.early_stopping:
