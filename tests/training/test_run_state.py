@@ -162,35 +162,32 @@ def test_history_csv_lists_scst_last_while_it_follows_the_phases_before(tmp_path
     assert "samples 5 -> 3" in other.scst_stale(other.scst.state(), 2)
 
 
-def test_a_run_from_before_a_setting_existed_resumes_with_its_default(tmp_path):
-    class Cache:  # what `check_run` reads of a cache
+def _run_without(tmp_path, setting):
+    """A run folder whose run.json was written before `setting` existed; returns the config
+    it was started with and a stand-in for the cache (what `check_run` reads of one)."""
+    class Cache:
         identity, manifest, path = {"encoder": "x"}, {"images_fingerprint": "f"}, tmp_path
 
     config = tiny_config()
-    state = RunState(tmp_path / "run", config)
     (tmp_path / "run").mkdir()
-    state.check_run(Cache())
+    RunState(tmp_path / "run", config).check_run(Cache())
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
-    del saved["config"]["mixed_precision"]  # run.json written before the setting was added
+    del saved["config"][setting]
     (tmp_path / "run" / "run.json").write_text(json.dumps(saved))
-    state.check_run(Cache())
+    return config, Cache()
+
+
+def test_a_run_from_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    config, cache = _run_without(tmp_path, "mixed_precision")
+    RunState(tmp_path / "run", config).check_run(cache)
     with pytest.raises(Exception, match="mixed_precision: run has 'none', now 'bfloat16'"):
-        RunState(tmp_path / "run", config.replace(mixed_precision="bfloat16")).check_run(Cache())
+        RunState(tmp_path / "run", config.replace(mixed_precision="bfloat16")).check_run(cache)
 
 
 def test_a_run_from_before_the_monitor_setting_kept_picking_by_bleu(tmp_path):
     """Runs started before `monitor` existed picked epochs by val_bleu_4: resuming one with
     the new default (val_cider) would compare scores of two measures, so it is refused."""
-    class Cache:
-        identity, manifest, path = {"encoder": "x"}, {"images_fingerprint": "f"}, tmp_path
-
-    config = tiny_config()
-    state = RunState(tmp_path / "run", config)
-    (tmp_path / "run").mkdir()
-    state.check_run(Cache())
-    saved = json.loads((tmp_path / "run" / "run.json").read_text())
-    del saved["config"]["monitor"]
-    (tmp_path / "run" / "run.json").write_text(json.dumps(saved))
+    config, cache = _run_without(tmp_path, "monitor")
     with pytest.raises(Exception, match="monitor: run has 'val_bleu_4', now 'val_cider'"):
-        state.check_run(Cache())
-    RunState(tmp_path / "run", config.replace(monitor="val_bleu_4")).check_run(Cache())
+        RunState(tmp_path / "run", config).check_run(cache)
+    RunState(tmp_path / "run", config.replace(monitor="val_bleu_4")).check_run(cache)
