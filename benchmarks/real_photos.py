@@ -106,7 +106,6 @@ SWEEP = tuple(
          "dropout 0.5, label smoothing 0.1"),
         ("new", NEW, "dropout 0.5, early stopping 3 on val CIDEr-D of all dev images"),
         ("new-6ep", {**NEW, "epochs": 6}, "the same, cosine over 6 epochs"),
-        ("new-4ep", {**NEW, "epochs": 4}, "the same, cosine over 4 epochs"),
     )
 )
 

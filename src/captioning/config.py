@@ -98,7 +98,7 @@ class CaptionConfig:
     embedding_dim: int = _setting(128, "word embedding size")
     attention_units: int = _setting(256, "Bahdanau attention size (attention only)")
     num_layers: int = _setting(1, "stacked recurrent layers")
-    dropout: float = _setting(0.1, "dropout on embeddings and recurrent outputs, in [0, 1)")
+    dropout: float = _setting(0.5, "dropout on embeddings and recurrent outputs, in [0, 1)")
 
     # --- training ---
     epochs: int = _setting(12, "first-phase epochs; raising it on a resumed run trains on "
@@ -111,14 +111,14 @@ class CaptionConfig:
     clipnorm: float | None = _setting(5.0, "gradient clipping by global norm; 0 or none: no "
                                       "clipping")
     seed: int = _setting(0, "seed of the weights and of the order of the captions")
-    early_stopping: int = _setting(0, "patience in epochs on the monitor (val_loss, or the "
+    early_stopping: int = _setting(3, "patience in epochs on the monitor (val_loss, or the "
                                    "training loss, when there is no validation split); 0 "
                                    "trains every epoch")
     label_smoothing: float = _setting(0.0, "spread this much of each target's mass over the "
                                       "vocabulary, in [0, 1)")
     scheduled_sampling: float = _setting(0.0, "final chance of feeding the model its own "
                                          "previous word, in [0, 1)")
-    val_images: int = _setting(200, "validation images greedy-decoded each epoch for "
+    val_images: int = _setting(500, "validation images greedy-decoded each epoch for "
                                "val_cider and val_bleu_4")
     monitor: str = _setting("val_cider", "what picks the best epoch and stops early: the "
                             "CIDEr-D or the BLEU-4 of the val_images' greedy captions",
