@@ -106,6 +106,8 @@ SWEEP = tuple(
          "dropout 0.5, label smoothing 0.1"),
         ("new", NEW, "dropout 0.5, early stopping 3 on val CIDEr-D of all dev images"),
         ("new-6ep", {**NEW, "epochs": 6}, "the same, cosine over 6 epochs"),
+        ("new-feature-dropout-0.5", {**NEW, "feature_dropout": 0.5},
+         "the same, feature dropout 0.5"),
     )
 )
 

@@ -99,6 +99,9 @@ class CaptionConfig:
     attention_units: int = _setting(256, "Bahdanau attention size (attention only)")
     num_layers: int = _setting(1, "stacked recurrent layers")
     dropout: float = _setting(0.5, "dropout on embeddings and recurrent outputs, in [0, 1)")
+    feature_dropout: float = _setting(0.0, "dropout on the normalised image features in "
+                                      "training (each value of a pooled vector or grid), "
+                                      "in [0, 1)")
 
     # --- training ---
     epochs: int = _setting(12, "first-phase epochs; raising it on a resumed run trains on "
@@ -171,7 +174,7 @@ class CaptionConfig:
         check_int("num_words", self.num_words, 4, allow_none=True)
         for name in ("learning_rate", "fine_tune_learning_rate", "scst_learning_rate"):
             check_number(name, getattr(self, name), 0, exclusive_minimum=True)
-        for name in ("dropout", "label_smoothing", "scheduled_sampling"):
+        for name in ("dropout", "feature_dropout", "label_smoothing", "scheduled_sampling"):
             check_number(name, getattr(self, name), 0.0, 1.0, exclusive_maximum=True)
         check_number("clipnorm", self.clipnorm, 0, allow_none=True)
         check_number("length_penalty", self.length_penalty)

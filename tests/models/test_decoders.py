@@ -335,3 +335,30 @@ def test_scheduled_sampling_trains_and_its_step_model_reloads(tmp_path):
     want, _ = run_step_model(decoder.step, features, tokens, decoder.state_names)
     got, _ = run_step_model(loaded, features, tokens, decoder.state_names)
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("conditioning", ["init_state", "attention", "every_step"])
+def test_feature_dropout_drops_image_features_in_training_only(conditioning):
+    """With feature_dropout the training graph drops image features (two training calls
+    differ, and dropout 0.9 changes the logits); inference, and the step model, are the same
+    as without it."""
+    config = tiny_config(conditioning=conditioning, dropout=0.0, feature_dropout=0.9)
+    decoder = build_decoder(config, VOCAB, feature_shape(conditioning), sequence_length=STEPS)
+    plain = build_decoder(config.replace(feature_dropout=0.0), VOCAB,
+                          feature_shape(conditioning), sequence_length=STEPS)
+    assert "feature_dropout" in [layer.name for layer in decoder.training.layers]
+    assert "feature_dropout" not in [layer.name for layer in plain.training.layers]
+    assert [layer.name for layer in decoder.step.layers] == [
+        layer.name for layer in plain.step.layers]
+    plain.training.set_weights(decoder.training.get_weights())
+    features, tokens, _ = random_batch(conditioning, batch=4, seed=3)
+
+    def logits(model, training):
+        return keras.ops.convert_to_numpy(model([features, tokens], training=training))
+
+    np.testing.assert_allclose(logits(decoder.training, False), logits(plain.training, False),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(logits(decoder.training, True), logits(plain.training, True))
+    step_log_probs, _ = run_step_model(decoder.step, features, tokens, decoder.state_names)
+    np.testing.assert_allclose(step_log_probs, log_softmax(logits(plain.training, False)),
+                               rtol=1e-4, atol=1e-4)

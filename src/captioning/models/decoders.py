@@ -91,6 +91,8 @@ class _SharedLayers:
         self.embedding = layers.Embedding(vocab_size, config.embedding_dim, name="embedding")
         self.embedding_dropout = layers.Dropout(config.dropout, name="embedding_dropout")
         self.output_dropout = layers.Dropout(config.dropout, name="output_dropout")
+        self.feature_dropout = (layers.Dropout(config.feature_dropout, name="feature_dropout")
+                                if config.feature_dropout else None)
         self.logits = layers.Dense(vocab_size, name="logits")
         rnn_class = layers.GRU if cell == "gru" else layers.LSTM
         self.rnns = []
@@ -195,6 +197,8 @@ def build_decoder(config: CaptionConfig, vocab_size: int, feature_shape,
     features = keras.Input(feature_shape, name=FEATURES)
     tokens = keras.Input((steps,), dtype="int32", name="tokens")
     normalized = shared.normalize(features)
+    if shared.feature_dropout is not None:  # training only: the step model has no dropout
+        normalized = shared.feature_dropout(normalized)
     initial = shared.initial(normalized)
     logits, _, _ = shared.sequence(normalized, tokens, initial)
     if config.scheduled_sampling:
