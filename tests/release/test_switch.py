@@ -17,28 +17,20 @@ from captioning.release.switch import finish_switch, journal_path, stage, switch
 
 RELEASE_FILES = ("Encoder.hdf5", "Decoder.hdf5", "tokenizer.pickle", "manifest.json")
 
-# Exports a decoder with other weights into copies of a run, "killed" (an exception no code
-# catches) at the K-th os.replace of the export, for K = 1, 2, ...; then loads each copy.
-KILL_CHILD = """
+# What both child scripts share: a kill (an exception no code catches) at the k-th
+# os.replace of `action()`, and what a user then finds in the release folder.
+KILL_PRELUDE = """
 import hashlib, json, os, shutil, sys
 from pathlib import Path
-from captioning.release import export_release, load_release
-from captioning.release.model_bytes import model_file_bytes
 
 class Killed(BaseException):
     pass
 
-run, root = Path(sys.argv[1]), Path(sys.argv[2])
-release = load_release(run)
-decoder = release.decoder
-decoder.set_weights([w + 0.5 for w in decoder.get_weights()])
 digest = lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest()
-old, new = digest(run / "Decoder.hdf5"), hashlib.sha256(model_file_bytes(decoder)).hexdigest()
 replace = os.replace
-for k in range(1, 12):
-    folder = root / f"kill{k}"
-    shutil.copytree(run, folder)
-    calls = []
+
+def killed_at(k, action, calls):
+    \"\"\"Runs action() with os.replace raising Killed at its k-th call; True if killed.\"\"\"
     def counting(*args, **kwargs):
         calls.append(args)
         if len(calls) == k:
@@ -46,30 +38,51 @@ for k in range(1, 12):
         return replace(*args, **kwargs)
     os.replace = counting
     try:
+        action()
+        return False
+    except Killed:
+        return True
+    finally:
+        os.replace = replace
+
+def loads(folder):
+    \"\"\"(loaded, message) of load_release(folder).\"\"\"
+    from captioning.release import load_release
+    try:
+        load_release(folder)
+        return True, ""
+    except Exception as error:
+        return False, f"{type(error).__name__}: {error}"[:300]
+"""
+
+# Exports a decoder with other weights into copies of a run, "killed" (an exception no code
+# catches) at the K-th os.replace of the export, for K = 1, 2, ...; then loads each copy.
+KILL_CHILD = KILL_PRELUDE + """
+from captioning.release import export_release, load_release
+from captioning.release.model_bytes import model_file_bytes
+
+run, root = Path(sys.argv[1]), Path(sys.argv[2])
+release = load_release(run)
+decoder = release.decoder
+decoder.set_weights([w + 0.5 for w in decoder.get_weights()])
+old, new = digest(run / "Decoder.hdf5"), hashlib.sha256(model_file_bytes(decoder)).hexdigest()
+for k in range(1, 12):
+    folder = root / f"kill{k}"
+    shutil.copytree(run, folder)
+    def export():
         export_release(folder, encoder_file=folder / "Encoder.hdf5", step_model=decoder,
                        tokenizer=release.tokenizer, config=release.config,
                        cache_settings=release.manifest["encoder"],
                        feature_shape=release.manifest["feature_shape"])
-        killed = False
-    except Killed:
-        killed = True
-    finally:
-        os.replace = replace
-    try:
-        load_release(folder)
-        loaded, message = True, ""
-    except Exception as error:
-        loaded, message = False, f"{type(error).__name__}: {error}"[:300]
+    killed = killed_at(k, export, [])
+    loaded, message = loads(folder)
     now = digest(folder / "Decoder.hdf5")
     state = "old" if now == old else "new" if now == new else "other"
     def leftovers():
         return sorted(p.name for p in folder.iterdir() if p.name.startswith(".")
                       or p.name.endswith(".switch"))
     after_kill = leftovers()
-    export_release(folder, encoder_file=folder / "Encoder.hdf5", step_model=decoder,
-                   tokenizer=release.tokenizer, config=release.config,
-                   cache_settings=release.manifest["encoder"],
-                   feature_shape=release.manifest["feature_shape"])
+    export()
     print(json.dumps({"k": k, "killed": killed, "loaded": loaded, "decoder": state,
                       "message": message, "leftovers": after_kill,
                       "after_export": leftovers(), "then": digest(folder / "Decoder.hdf5") == new}),
@@ -80,13 +93,8 @@ for k in range(1, 12):
 
 # The same for `export` (`copy_release` into the repository layout): a repository holding
 # release A gets release B (other decoder weights), killed at the K-th os.replace.
-COPY_KILL_CHILD = """
-import hashlib, json, os, shutil, sys
-from pathlib import Path
+COPY_KILL_CHILD = KILL_PRELUDE + """
 from captioning.release import copy_release, export_release, load_release
-
-class Killed(BaseException):
-    pass
 
 run, root = Path(sys.argv[1]), Path(sys.argv[2])
 other = root / "other"
@@ -98,44 +106,21 @@ export_release(other, encoder_file=other / "Encoder.hdf5", step_model=decoder,
                tokenizer=release.tokenizer, config=release.config,
                cache_settings=release.manifest["encoder"],
                feature_shape=release.manifest["feature_shape"])
-digest = lambda path: hashlib.sha256(Path(path).read_bytes()).hexdigest()
 old, new = digest(run / "Decoder.hdf5"), digest(other / "Decoder.hdf5")
 assert old != new
-replace = os.replace
 for k in range(1, 12):
     repo = root / f"repo{k}"
     models, tokenizers = repo / "saved_models", repo / "tokenizer"
     copy_release(run, models, tokenizers)
-    calls = []
-    def counting(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == k:
-            raise Killed()
-        return replace(*args, **kwargs)
-    os.replace = counting
-    try:
-        copy_release(other, models, tokenizers)
-        killed = False
-    except Killed:
-        killed = True
-    finally:
-        os.replace = replace
-    try:
-        load_release(models)
-        loaded, message = True, ""
-    except Exception as error:
-        loaded, message = False, f"{type(error).__name__}: {error}"[:300]
+    killed = killed_at(k, lambda: copy_release(other, models, tokenizers), [])
+    loaded, message = loads(models)
     now = digest(models / "Decoder.hdf5")
     state = "old" if now == old else "new" if now == new else "other"
     copy_release(other, models, tokenizers)
     stats = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
              for p in (*models.iterdir(), *tokenizers.iterdir())}
-    os.replace = counting
-    calls.clear()
-    try:
-        copy_release(other, models, tokenizers)  # identical: nothing to move
-    finally:
-        os.replace = replace
+    calls = []
+    killed_at(0, lambda: copy_release(other, models, tokenizers), calls)  # identical: no move
     leftovers = sorted(p.name for p in (*models.iterdir(), *tokenizers.iterdir())
                        if p.name.startswith(".") or p.name.endswith(".switch"))
     print(json.dumps({"k": k, "killed": killed, "loaded": loaded, "decoder": state,
