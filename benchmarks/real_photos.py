@@ -108,8 +108,13 @@ SWEEP = tuple(
         ("new-6ep", {**NEW, "epochs": 6}, "the same, cosine over 6 epochs"),
         ("new-feature-dropout-0.5", {**NEW, "feature_dropout": 0.5},
          "the same, feature dropout 0.5"),
+        ("new-min-count-5", {**NEW, "min_count": 5}, "the same, words seen 5+ times"),
+        ("new-units-128", {**NEW, "units": 128}, "the same, 128 units"),
+        ("new-units-512", {**NEW, "units": 512}, "the same, 512 units"),
+        ("new-ema-0.99", {**NEW, "ema": 0.99}, "the same, weights averaged (EMA 0.99)"),
+        ("new-ema-0.995", {**NEW, "ema": 0.995}, "the same, weights averaged (EMA 0.995)"),
     )
-)
+) + (Cell("new-every-step", DEV, "every_step", NEW, "the same, image at every step"),)
 
 
 def default_data_dir() -> Path:

@@ -117,6 +117,9 @@ class CaptionConfig:
     early_stopping: int = _setting(3, "patience in epochs on the monitor (val_loss, or the "
                                    "training loss, when there is no validation split); 0 "
                                    "trains every epoch")
+    ema: float = _setting(0.0, "keep an exponential moving average of the weights with this "
+                          "momentum per step (e.g. 0.99) and validate, keep and export it "
+                          "rather than the last step's weights (first phase); 0: off")
     label_smoothing: float = _setting(0.0, "spread this much of each target's mass over the "
                                       "vocabulary, in [0, 1)")
     scheduled_sampling: float = _setting(0.0, "final chance of feeding the model its own "
@@ -177,6 +180,7 @@ class CaptionConfig:
         for name in ("dropout", "feature_dropout", "label_smoothing", "scheduled_sampling"):
             check_number(name, getattr(self, name), 0.0, 1.0, exclusive_maximum=True)
         check_number("clipnorm", self.clipnorm, 0, allow_none=True)
+        check_number("ema", self.ema, 0.0, 1.0, exclusive_maximum=True)
         check_number("length_penalty", self.length_penalty)
         if not isinstance(self.filters, str):
             raise ConfigError(f"filters must be a string of the characters to remove, got "

@@ -228,6 +228,33 @@ def test_learning_rate_schedules_show_in_the_history(run, cache, tmp_path, monke
     np.testing.assert_allclose(cosine[-1], tiny_config().learning_rate * 0.05, rtol=1e-5)
 
 
+def test_ema_validates_the_average_and_leaves_training_as_it_was(run, cache, tmp_path):
+    averaged = train(cache, tmp_path / "ema", tiny_config(ema=0.9), progress=False)
+    plain = _history(run)  # the same settings and seed, without the average
+    # The average is swapped in only from an epoch's end to the next one's start: the steps
+    # train the same weights, so the training losses are the same numbers.
+    np.testing.assert_array_equal(averaged.history["loss"].to_numpy(float),
+                                  plain["loss"].to_numpy(float))
+    # What is validated (and kept) is the average.
+    assert not np.allclose(averaged.history["val_loss"].to_numpy(float),
+                           plain["val_loss"].to_numpy(float))
+
+
+def test_an_ema_run_resumes_training_the_last_steps_weights(cache, tmp_path):
+    def resumed(name, ema):
+        config = tiny_config(ema=ema, lr_schedule="constant")
+        train(cache, tmp_path / name, config.replace(epochs=1), progress=False)
+        return train(cache, tmp_path / name, config, progress=False).history
+
+    averaged, plain = resumed("ema", 0.9), resumed("plain", 0.0)
+    # Epoch 1 was saved holding the average: resuming swaps it back out, so epoch 2 trains
+    # the last step's weights, as the run without the average does (the same losses).
+    np.testing.assert_array_equal(averaged["loss"].to_numpy(float),
+                                  plain["loss"].to_numpy(float))
+    assert not np.allclose(averaged["val_loss"].to_numpy(float),
+                           plain["val_loss"].to_numpy(float))
+
+
 def test_clipnorm_zero_or_none_means_no_clipping():
     from captioning.training.objective import make_optimizer
 

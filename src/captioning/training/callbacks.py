@@ -1,9 +1,9 @@
 """What happens at each epoch's end, in every phase: val_cider and val_bleu_4, early stopping,
 the save.
 
-`fit` gets them in this order: `BleuMonitor` adds `val_cider` and `val_bleu_4` to the epoch's
-logs,
-`ResumableEarlyStopping` (Keras' `EarlyStopping`) may stop the run, and `EpochCheckpoint`
+`fit` gets them in this order: with `ema`, `AveragedWeights` (Keras' `SwapEMAWeights`) puts
+the weights' moving average in the model, `BleuMonitor` adds `val_cider` and `val_bleu_4` to
+the epoch's logs, `ResumableEarlyStopping` (Keras' `EarlyStopping`) may stop the run, and `EpochCheckpoint`
 saves the epoch into the run state (`captioning.training.run_state`), the stop included.
 `ScheduledSamplingRamp` acts at each epoch's start instead: it sets the scheduled-sampling
 probability of that epoch.
@@ -206,6 +206,31 @@ class EpochCheckpoint(keras.callbacks.Callback):
                              stopped=bool(self.model.stop_training), **self.fields)
         if self.after_save is not None:
             self.after_save()
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' `SwapEMAWeights(swap_on_epoch=True)`, resumable: from each epoch's end to the
+    next one's start the model holds the optimizer's moving average of its weights (so the
+    epoch is scored and saved as the average) and the optimizer the last step's weights.
+
+    Unlike Keras' callback, the last epoch's end keeps the last step's weights in the
+    optimizer (Keras overwrites them with the average), so a run resumed with more epochs
+    trains on from them; after `fit` the model holds the last step's weights, and the run
+    loads its best saved epoch.
+
+    Args:
+        resumed: the run resumes from a saved epoch, whose weights were saved that way round:
+            the first epoch's start swaps them back before training.
+    """
+
+    def __init__(self, resumed: bool = False):
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = bool(resumed)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._ema_weights_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = True
 
 
 class ScheduledSamplingRamp(keras.callbacks.Callback):

@@ -66,7 +66,7 @@ def masked_accuracy(y_true, y_pred):
 
 
 def make_optimizer(learning_rate: float, clipnorm: float | None, *,
-                   schedule: str = "constant", decay_steps: int = 1):
+                   schedule: str = "constant", decay_steps: int = 1, ema: float = 0.0):
     """Adam, clipped by global norm, at a constant or cosine-decaying learning rate.
 
     Args:
@@ -75,16 +75,20 @@ def make_optimizer(learning_rate: float, clipnorm: float | None, *,
         schedule: `"constant"` or `"cosine"` (down to `COSINE_FLOOR` of the initial rate
             after `decay_steps` steps, then constant).
         decay_steps: the cosine schedule's length in steps.
+        ema: with a momentum in (0, 1), the optimizer also keeps an exponential moving
+            average of the weights (`SwapEMAWeights` puts it in the model); 0: none.
     """
     check_number("learning_rate", learning_rate, 0, exclusive_minimum=True)
     check_number("clipnorm", clipnorm, 0, allow_none=True)
     check_choice("schedule", schedule, LR_SCHEDULES)
     check_int("decay_steps", decay_steps, 0)
+    check_number("ema", ema, 0.0, 1.0, exclusive_maximum=True)
     rate = learning_rate
     if schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=max(decay_steps, 1), alpha=COSINE_FLOOR)
-    return keras.optimizers.Adam(learning_rate=rate, global_clipnorm=clipnorm or None)
+    return keras.optimizers.Adam(learning_rate=rate, global_clipnorm=clipnorm or None,
+                                 use_ema=ema > 0, ema_momentum=ema or 0.99)
 
 
 def compile_for_captions(model: keras.Model, optimizer, *,

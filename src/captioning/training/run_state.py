@@ -255,7 +255,7 @@ class RunState:
 
 
 # What a run did before the setting existed, where that is not the setting's default.
-_BEFORE_SETTING = {"monitor": "val_bleu_4"}
+_BEFORE_SETTING = {"monitor": "val_bleu_4", "ema": 0.0}
 
 
 def _run_differences(saved: dict, current: dict, cache_path) -> list[str]:

@@ -44,6 +44,7 @@ from captioning.training.batches import (
     usable_validation,
 )
 from captioning.training.callbacks import (
+    AveragedWeights,
     BleuMonitor,
     EpochCheckpoint,
     ResumableEarlyStopping,
@@ -229,7 +230,7 @@ def _cross_entropy_phase(run_state: RunState, cache, tokenizer, train_table, val
                                     config.max_length + 1, feature_stats=stats)
             compile_for_captions(decoder.training, make_optimizer(
                 config.learning_rate, config.clipnorm, schedule=config.lr_schedule,
-                decay_steps=steps), label_smoothing=config.label_smoothing)
+                decay_steps=steps, ema=config.ema), label_smoothing=config.label_smoothing)
             if done:
                 decoder.training.optimizer.build(decoder.training.trainable_variables)
                 decoder.training.load_weights(run_state.frozen.weights(done))
@@ -264,7 +265,8 @@ def _callbacks(run_state: RunState, decoder, tokenizer, cache, val_table, state:
     config = run_state.config
     bleu = ValidationBleu(decoder.step, tokenizer, val_table, config)
     monitor = monitored(bleu, has_val_batches, config.monitor)
-    callbacks = [BleuMonitor(bleu, lambda names: cache.gather(cache.rows(names)))]
+    callbacks = [AveragedWeights(resumed=bool(state.get("epoch")))] if config.ema else []
+    callbacks.append(BleuMonitor(bleu, lambda names: cache.gather(cache.rows(names))))
     callbacks.append(ScheduledSamplingRamp(config.scheduled_sampling, config.epochs))
     if config.early_stopping:
         callbacks.append(ResumableEarlyStopping(
