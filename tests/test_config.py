@@ -86,6 +86,8 @@ BAD_VALUES = [
     ("fine_tune_epochs", 0),
     ("fine_tune_learning_rate", 0.0),
     ("fine_tune_learning_rate", "slow"),
+    ("ema", 1.0),
+    ("ema", -0.5),
 ]
 
 
