@@ -113,6 +113,9 @@ SWEEP = tuple(
         ("new-units-512", {**NEW, "units": 512}, "the same, 512 units"),
         ("new-ema-0.99", {**NEW, "ema": 0.99}, "the same, weights averaged (EMA 0.99)"),
         ("new-ema-0.995", {**NEW, "ema": 0.995}, "the same, weights averaged (EMA 0.995)"),
+        ("new-scst-3", {**NEW, "scst_epochs": 3}, "the same, then 3 SCST epochs"),
+        ("new-scst-3-lr-2e-4", {**NEW, "scst_epochs": 3, "scst_learning_rate": 2e-4},
+         "the same, then 3 SCST epochs at lr 2e-4"),
     )
 ) + (Cell("new-every-step", DEV, "every_step", NEW, "the same, image at every step"),)
 
