@@ -34,7 +34,7 @@ from captioning.training.train import train
 config = CaptionConfig.from_dict(json.loads(sys.argv[3]))
 result = train(sys.argv[1], sys.argv[2], config, progress=False)
 print("EPOCHS", list(result.history["epoch"]), list(result.history["phase"]))
-captions = Captioner.load(sys.argv[2]).caption(sys.argv[4:])
+captions = Captioner.load(result.run_dir).caption(sys.argv[4:])  # each worker its own copy
 print("CAPTIONS", json.dumps([c.caption for c in captions]))
 """
 
