@@ -91,7 +91,8 @@ def main():
                 continue
             kind = "grid" if conditioning == "attention" else "pooled"
             config = CaptionConfig(cell=cell, conditioning=conditioning, epochs=args.epochs,
-                                   max_length=16, max_decode_length=16, seed=0)
+                                   max_length=16, max_decode_length=16, seed=0,
+                                   scst_epochs=0)
             start = time.time()
             train(caches[kind], run, config, progress=False)
             seconds = time.time() - start

@@ -51,7 +51,7 @@ CONFIG = {
     "encoder": "inception_v3_mixed2", "weights": "none", "image_size": IMAGE_SIZE,
     "features": FEATURES, "conditioning": "attention", "cell": "gru", "units": 32,
     "embedding_dim": 16, "attention_units": 32, "max_length": 12, "max_decode_length": 12,
-    "val_images": 20, "batch_size": 128, "epochs": 1,
+    "val_images": 20, "batch_size": 128, "epochs": 1, "scst_epochs": 0,
 }
 
 

@@ -146,7 +146,8 @@ def main():
                         weights="none", image_size=args.image_size, features="grid",
                         progress=False)
     base = CaptionConfig(cell="gru", conditioning="attention", max_length=20,
-                         max_decode_length=20, seed=0, scst_samples=args.scst_samples,
+                         max_decode_length=20, seed=0, scst_epochs=0,
+                         scst_samples=args.scst_samples,
                          scst_baseline=args.scst_baseline,
                          scst_learning_rate=args.scst_learning_rate)
     runs = {"cross-entropy": base.replace(epochs=args.epochs),

@@ -260,7 +260,7 @@ def test_train_without_a_validation_split(cache, tmp_path, capsys):
     captions.loc[captions["split"] == "val", "split"] = "train"
     captions.to_csv(no_val / "captions.csv", index=False)
     args = ["train", "--cache", str(no_val), "--out", str(tmp_path / "run"), "--epochs", "1",
-            "--units", "8", "--embedding-dim", "4", "--max-length", "12", "--quiet"]
+            "--units", "8", "--embedding-dim", "4", "--max-length", "12", "--quiet", "--scst-epochs", "0"]
     assert cli.main(args) == 0
     assert "best epoch 1: no validation split" in capsys.readouterr().out
 
@@ -348,7 +348,7 @@ def test_train_text_flags_are_recorded_in_the_release(cache, tmp_path, capsys):
 
     run_dir = tmp_path / "run"
     args = ["train", "--cache", str(cache), "--out", str(run_dir), "--epochs", "1", "--units",
-            "8", "--embedding-dim", "4", "--max-length", "12", "--quiet", "--filters", "!?",
+            "8", "--embedding-dim", "4", "--max-length", "12", "--quiet", "--scst-epochs", "0", "--filters", "!?",
             "--no-lower", "--long-captions", "drop", "--num-words", "12"]
     assert cli.main(args) == 0, capsys.readouterr().err
     release = load_release(run_dir)
@@ -460,7 +460,7 @@ def test_train_records_the_cache_encoder_and_the_decoding_flags(cache, tmp_path,
 
     run_dir = tmp_path / "run"
     args = ["train", "--cache", str(cache), "--out", str(run_dir), "--epochs", "1", "--units",
-            "8", "--embedding-dim", "4", "--max-length", "12", "--quiet", "--val-images", "3",
+            "8", "--embedding-dim", "4", "--max-length", "12", "--quiet", "--scst-epochs", "0", "--val-images", "3",
             "--max-decode-length", "7", "--attention-units", "16"]
     assert cli.main(args) == 0, capsys.readouterr().err
     assert "on 3 images" in capsys.readouterr().err  # --val-images, in the INFO lines

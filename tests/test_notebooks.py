@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from tests.helpers import CACHE_SETTINGS
@@ -218,8 +219,8 @@ def cached(workdir):
 def trained(workdir, cached):
     # No CACHE_DIR, no RUN_DIR: the cache 01 used last, and a run folder beside it.
     parameters = {
-        "CELL": "gru", "CONDITIONING": "attention", "EPOCHS": 2, "UNITS": 16, "EMBEDDING_DIM": 8,
-        "BATCH_SIZE": 16, "SETTINGS": {"attention_units": 16, "val_images": 8, "max_length": 12,
+        "CELL": "gru", "CONDITIONING": "attention", "EPOCHS": 2, "SCST_EPOCHS": 1, "UNITS": 16,
+        "EMBEDDING_DIM": 8, "BATCH_SIZE": 16, "SETTINGS": {"attention_units": 16, "val_images": 8, "max_length": 12,
                      "max_decode_length": 8},
     }
     return _execute("02_train", parameters, workdir, extra=f"WORK_DIR = {str(_work(workdir))!r}")
@@ -265,6 +266,8 @@ def test_02_train_runs(workdir, trained):
     assert manifest["config"]["conditioning"] == "attention"
     assert manifest["config"]["encoder"] == CACHE_SETTINGS["encoder"]
     assert manifest["dataset"] == "synthetic"  # not the cache folder's name
+    phases = pd.read_csv(run / "history.csv")["phase"].tolist()
+    assert phases == ["frozen"] * (len(phases) - 1) + ["scst"]  # SCST_EPOCHS: 1
     assert f"cache: {_default_cache(workdir)}\nrun:   {run}" in _text(trained)
     assert len(_outputs(trained, "image/png")) == 1, "the training curves"
     tables = _outputs(trained, "text/html")

@@ -43,7 +43,8 @@ def test_the_whole_cli_pipeline(tmp_path, fmt):
     assert _ok(outcome).strip() == str(cache) and "already complete" not in outcome[2]
 
     out = _ok(run_cli("train", "--cache", cache, "--out", run, "--epochs", 2, "--units", 16,
-                      "--embedding-dim", 8, "--batch-size", 16, "--max-length", 12, "--quiet"))
+                      "--embedding-dim", 8, "--batch-size", 16, "--max-length", 12, "--quiet",
+                      "--scst-epochs", 0))
     assert "best epoch" in out and str(run) in out
     history = (run / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and [h.split(",")[0] for h in history[1:]] == ["1", "2"]

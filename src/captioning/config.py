@@ -114,9 +114,9 @@ class CaptionConfig:
     clipnorm: float | None = _setting(5.0, "gradient clipping by global norm; 0 or none: no "
                                       "clipping")
     seed: int = _setting(0, "seed of the weights and of the order of the captions")
-    early_stopping: int = _setting(3, "patience in epochs on the monitor (val_loss, or the "
-                                   "training loss, when there is no validation split); 0 "
-                                   "trains every epoch")
+    early_stopping: int = _setting(3, "patience in epochs on the monitor (or the training "
+                                   "loss, when there is no validation split); 0 trains every "
+                                   "epoch")
     ema: float = _setting(0.0, "keep an exponential moving average of the weights with this "
                           "momentum per step (e.g. 0.99) and validate, keep and export it "
                           "rather than the last step's weights (first phase); 0: off")
@@ -143,13 +143,13 @@ class CaptionConfig:
     fine_tune_learning_rate: float = _setting(1e-4, "learning rate of the fine-tuning phase")
 
     # --- self-critical sequence training (SCST): a last phase that maximises CIDEr-D ---
-    scst_epochs: int = _setting(0, "epochs of SCST after cross-entropy (and fine-tuning); 0 "
-                                "skips it")
+    scst_epochs: int = _setting(6, "epochs of SCST after cross-entropy (and fine-tuning), "
+                                "each costing about 2 cross-entropy epochs; 0 skips it")
     scst_samples: int = _setting(5, "captions sampled per image each SCST step, at least 2")
     scst_baseline: str = _setting("mean", "SCST baseline: the mean of the other samples' "
                                   "rewards, or the greedy caption's (Rennie et al.)",
                                   SCST_BASELINES)
-    scst_learning_rate: float = _setting(5e-5, "learning rate of the SCST phase")
+    scst_learning_rate: float = _setting(2e-4, "learning rate of the SCST phase")
 
     # --- decoding ---
     max_decode_length: int = _setting(30, "words generated at most")

@@ -44,7 +44,8 @@ def vi_run(subset, vi_images, real_weights, tmp_path_factory):
                         encoder="mobilenet_v2", weights=str(real_weights), image_size=224,
                         features="grid", progress=False)
     config = CaptionConfig(conditioning="attention", epochs=2, units=32, embedding_dim=16,
-                           attention_units=16, batch_size=32, val_images=VAL_IMAGES)
+                           attention_units=16, batch_size=32, val_images=VAL_IMAGES,
+                           scst_epochs=0)
     train(cache, root / "run", config, progress=False)
     return cache, root / "run"
 
