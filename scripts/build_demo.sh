@@ -11,7 +11,7 @@ $PY -m captioning synthetic --out "$WORK/synthetic-shapes" --images 2000 --seed 
 $PY -m captioning cache --format csv --captions "$WORK/synthetic-shapes/captions.csv" \
     --images "$WORK/synthetic-shapes/images" --out "$WORK/synthetic-shapes-cache" \
     --encoder inception_v3_mixed2 --weights none --image-size 128
-# --scst-epochs 0: the shipped demo predates SCST in the defaults (shapes need none).
+# --scst-epochs 0: the shipped demo was built before SCST joined the defaults.
 $PY -m captioning train --cache "$WORK/synthetic-shapes-cache" --out "$WORK/run" --seed 0 --quiet \
     --scst-epochs 0
 $PY -m captioning evaluate --release "$WORK/run" --cache "$WORK/synthetic-shapes-cache" \
