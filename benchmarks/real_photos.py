@@ -77,6 +77,12 @@ class Cell:
     conditioning: str
     settings: dict
     label: str
+    decode: tuple = ()  # evaluate flags as (name, value) pairs, e.g. (("block_ngram_repeat", 3),)
+    trains: str = ""  # the cell whose run this one scores (decoding only); default its own
+
+    @property
+    def run_name(self) -> str:
+        return self.trains or self.name
 
 
 # Today's defaults: the cross-entropy settings above, then 6 SCST epochs at lr 2e-4.
@@ -88,6 +94,8 @@ CELLS = (
          "after, cross-entropy only"),
     Cell("pooled-real-default", Cache("real", "pooled"), "init_state", DEFAULTS,
          "after, then SCST (the defaults)"),
+    Cell("pooled-real-scst-10", Cache("real", "pooled"), "init_state",
+         {**DEFAULTS, "scst_epochs": 10}, "after, then 10 SCST epochs"),
     Cell("pooled-real-smoothing", Cache("real", "pooled"), "init_state",
          {**NEW, "label_smoothing": 0.1}, "after, label smoothing 0.1, cross-entropy only"),
     Cell("attention-real-new", Cache("real", "grid"), "attention", NEW, "after"),
@@ -134,11 +142,34 @@ SWEEP = tuple(
         ("new-scst-6-lr-2e-4-samples-10", {**NEW, "scst_epochs": 6, "scst_learning_rate": 2e-4,
                                            "scst_samples": 10},
          "the same, then 6 SCST epochs at lr 2e-4, 10 samples per image"),
+        ("new-units-128-scst", {**NEW, "units": 128, "scst_epochs": 6,
+                                "scst_learning_rate": 2e-4},
+         "the same, 128 units, then 6 SCST epochs at lr 2e-4"),
+        ("new-units-512-scst", {**NEW, "units": 512, "scst_epochs": 6,
+                                "scst_learning_rate": 2e-4},
+         "the same, 512 units, then 6 SCST epochs at lr 2e-4"),
+        ("new-lstm-scst", {**NEW, "cell": "lstm", "scst_epochs": 6,
+                           "scst_learning_rate": 2e-4},
+         "the same, LSTM, then 6 SCST epochs at lr 2e-4"),
+        ("new-embedding-256-scst", {**NEW, "embedding_dim": 256, "scst_epochs": 6,
+                                    "scst_learning_rate": 2e-4},
+         "the same, embeddings of 256, then 6 SCST epochs at lr 2e-4"),
+        ("new-scst-6-lr-2e-4-cosine", {**NEW, "scst_epochs": 6, "scst_learning_rate": 2e-4,
+                                       "scst_lr_schedule": "cosine"},
+         "the same, then 6 SCST epochs at lr 2e-4, cosine"),
+        ("new-scst-6-lr-5e-4-cosine", {**NEW, "scst_epochs": 6, "scst_learning_rate": 5e-4,
+                                       "scst_lr_schedule": "cosine"},
+         "the same, then 6 SCST epochs at lr 5e-4, cosine"),
         ("new-scst-6-lr-2e-4-greedy", {**NEW, "scst_epochs": 6, "scst_learning_rate": 2e-4,
                                        "scst_baseline": "greedy"},
          "the same, then 6 SCST epochs at lr 2e-4, greedy baseline"),
     )
-) + (Cell("new-every-step", DEV, "every_step", NEW, "the same, image at every step"),)
+) + (Cell("new-every-step", DEV, "every_step", NEW, "the same, image at every step"),) + tuple(
+    Cell(f"new-scst-6-lr-2e-4-block-{n}", DEV, "init_state",
+         {**NEW, "scst_epochs": 6, "scst_learning_rate": 2e-4},
+         "the same, then 6 SCST epochs at lr 2e-4", decode=(("block_ngram_repeat", n),),
+         trains="new-scst-6-lr-2e-4")
+    for n in (2, 3))
 
 
 def default_data_dir() -> Path:
@@ -215,7 +246,7 @@ def run_cell(cell: Cell, seed: int, beams, data: Path, work: Path, results: dict
         return
     cache = make_cache(cell.cache, data, work)
     prefix = "" if cell.cache.captions == "vi_photos" else f"{cell.cache.captions}-"
-    run = work / "runs" / f"{prefix}{cell.name}-s{seed}"
+    run = work / "runs" / f"{prefix}{cell.run_name}-s{seed}"
     run.parent.mkdir(parents=True, exist_ok=True)
     log = run.parent / f"{run.name}.log"
     start = time.time()
@@ -229,23 +260,36 @@ def run_cell(cell: Cell, seed: int, beams, data: Path, work: Path, results: dict
     for beam, key in keys.items():
         if key in results:
             continue
-        scores_file = run / f"{split}-beam{beam}.json"
+        stem = f"{split}-beam{beam}" + "".join(f"-{name}-{value}" for name, value in cell.decode)
+        scores_file = run / f"{stem}.json"
         cli("evaluate", "--release", run, "--cache", cache, "--split", split, "--beam", beam,
-            "--json", scores_file, "--predictions", run / f"{split}-beam{beam}-captions.json",
-            "--no-spice", log=log)
+            *flags(dict(cell.decode)), "--json", scores_file,
+            "--predictions", run / f"{stem}-captions.json", "--no-spice", log=log)
         scores = json.loads(scores_file.read_text(encoding="utf-8"))
         results[key] = {
             "cell": cell.name, "seed": seed, "beam": beam, "label": cell.label,
             "features": cell.cache.features, "weights": cell.cache.weights,
             "conditioning": cell.conditioning, "settings": cell.settings,
+            "decode": dict(cell.decode),
             **{name: scores[name] for name in METRICS}, "n_images": scores.get("n_images"),
             "tokenizer": scores.get("tokenizer"),
             "best_epoch": int(manifest.get("best_epoch", 0)), "epochs_run": len(bleu),
             "val_bleu_4": bleu, "val_cider": cider, "train_s": round(train_s),
         }
-        results_file.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n",
-                                encoding="utf-8")
+        save_result(results_file, key, results[key])
         print(key, {name: round(results[key][name], 3) for name in METRICS}, flush=True)
+
+
+def save_result(results_file: Path, key: str, row: dict) -> None:
+    """Adds `row` to `results_file` as it is now, so benchmarks running side by side (other
+    cells) keep each other's results."""
+    results = (json.loads(results_file.read_text(encoding="utf-8"))
+               if results_file.exists() else {})
+    results[key] = row
+    partial = results_file.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
+    os.replace(partial, results_file)
 
 
 def needed_patience(scores) -> int:
@@ -282,6 +326,8 @@ def table(results: dict, cells, beams, title: str) -> str:
                 scores += f" ({low:.3f}-{high:.3f})"
             epochs = ", ".join(f"{row['best_epoch']}/{row['epochs_run']}" for row in rows)
             decoding = "greedy" if beam == 1 else f"beam {beam}"
+            if dict(cell.decode).get("block_ngram_repeat"):
+                decoding += f", no {dict(cell.decode)['block_ngram_repeat']}-gram twice"
             lines.append(f"| {cell.cache.features} | {cell.conditioning} | {cell.cache.weights} "
                          f"| {cell.label} | {decoding} | {scores} | {epochs} | {len(rows)} |")
     return "\n".join(lines) + "\n"
@@ -292,7 +338,7 @@ def patience_lines(results: dict) -> str:
     else val_bleu_4) needed to reach its best epoch."""
     lines = []
     for key, row in sorted(results.items()):
-        if row["beam"] != 1:
+        if row["beam"] != 1 or row.get("decode"):
             continue
         name = "val_cider" if row.get("val_cider") else "val_bleu_4"
         curve = " ".join(f"{value:.3f}" for value in row[name])
@@ -336,6 +382,8 @@ def main():
     for cell in cells:
         for seed in args.seeds:
             run_cell(cell, seed, beams, data, work, results, results_file, split)
+    if results_file.exists():  # with what benchmarks beside this one added
+        results = json.loads(results_file.read_text(encoding="utf-8"))
     every = SWEEP if args.sweep else CELLS
     title = ("Sweep: pooled + init_state, real weights, trained on 7/8 of `train`, scored on "
              "the other 1/8 (dev), greedy:" if args.sweep else

@@ -43,6 +43,7 @@ BAD_VALUES = [
     ("cell", "rnn"),
     ("conditioning", "late_fusion"),
     ("lr_schedule", "step"),
+    ("scst_lr_schedule", "linear"),
     ("units", 0),
     ("units", -8),
     ("units", 2.5),

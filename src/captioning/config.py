@@ -150,6 +150,9 @@ class CaptionConfig:
                                   "rewards, or the greedy caption's (Rennie et al.)",
                                   SCST_BASELINES)
     scst_learning_rate: float = _setting(2e-4, "learning rate of the SCST phase")
+    scst_lr_schedule: str = _setting("constant", "constant, or cosine decay over the SCST "
+                                     "epochs (raising scst_epochs on a resumed run keeps its "
+                                     "first length)", LR_SCHEDULES)
 
     # --- decoding ---
     max_decode_length: int = _setting(30, "words generated at most")

@@ -160,6 +160,12 @@ def test_history_csv_lists_scst_last_while_it_follows_the_phases_before(tmp_path
     assert "after_epoch 2 -> 3" in run.scst_stale(run.scst.state(), 3)
     other = RunState(tmp_path, config.replace(scst_samples=3))
     assert "samples 5 -> 3" in other.scst_stale(other.scst.state(), 2)
+    cosine = RunState(tmp_path, config.replace(scst_lr_schedule="cosine"))
+    assert "lr_schedule 'constant' -> 'cosine'" in cosine.scst_stale(cosine.scst.state(), 2)
+    # An SCST state saved before the schedule was recorded trained at a constant rate.
+    older = {key: value for key, value in run.scst.state().items() if key != "lr_schedule"}
+    assert run.scst_stale(older, 2) is None
+    assert "lr_schedule 'constant' -> 'cosine'" in cosine.scst_stale(older, 2)
 
 
 def _run_without(tmp_path, setting):

@@ -8,6 +8,7 @@ import pytest
 from captioning.config import CaptionConfig
 from captioning.models.decoders import build_decoder
 from captioning.text import CaptionTokenizer
+from captioning.training.objective import COSINE_FLOOR
 from captioning.training.scst import (
     ScstTrainer,
     compile_for_scst,
@@ -147,6 +148,22 @@ def test_epochs_repeat_from_the_seed_and_the_weights():
     assert logs[0]["reward"] == pytest.approx(logs[1]["reward"])
     assert set(logs[0]) == {"reward", "baseline", "loss", "learning_rate"}
     assert logs[0]["learning_rate"] == pytest.approx(1e-3)
+
+
+def test_the_cosine_schedule_decays_over_the_scst_epochs():
+    decoder, tokenizer, features, config = tiny_problem(
+        scst_lr_schedule="cosine", scst_epochs=2, scst_learning_rate=1e-3)
+    trainer = ScstTrainer(decoder, tokenizer, REFERENCES, features, config)
+    rates = [scst_epoch(trainer, epoch)["learning_rate"] for epoch in (1, 2, 3)]
+    # Halfway: half of the way down to the floor; then the floor, kept after the length.
+    assert rates[0] == pytest.approx(1e-3 * (COSINE_FLOOR + (1 - COSINE_FLOOR) / 2), rel=1e-4)
+    assert rates[1] == pytest.approx(rates[2]) == pytest.approx(1e-3 * COSINE_FLOOR, rel=1e-4)
+    # A resumed phase passes the length it started with.
+    decoder, tokenizer, features, config = tiny_problem(
+        scst_lr_schedule="cosine", scst_epochs=2, scst_learning_rate=1e-3)
+    longer = ScstTrainer(decoder, tokenizer, REFERENCES, features, config, decay_epochs=4)
+    assert scst_epoch(longer, 1)["learning_rate"] == pytest.approx(
+        1e-3 * (COSINE_FLOOR + (1 - COSINE_FLOOR) * (1 + np.cos(np.pi / 4)) / 2), rel=1e-4)
 
 
 def test_train_scst_on_the_test_cache(cache):

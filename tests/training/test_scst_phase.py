@@ -173,6 +173,18 @@ def test_other_sampling_settings_start_scst_over(scst_run, cache, tmp_path, info
         "best-0001.weights.h5", "epoch-0001.weights.h5"]
 
 
+def test_a_resumed_cosine_keeps_its_first_length(cache, tmp_path, info):
+    out = tmp_path / "run"
+    cosine = {**SCST, "scst_lr_schedule": "cosine", "scst_learning_rate": 1e-3}
+    train(cache, out, tiny_config(**{**cosine, "scst_epochs": 1}), progress=False)
+    state = json.loads((out / "checkpoints" / "scst" / "state.json").read_text())
+    assert state["lr_schedule"] == "cosine" and state["decay_epochs"] == 1
+    result = train(cache, out, tiny_config(**{**cosine, "scst_epochs": 2}), progress=False)
+    assert "Resuming SCST after its epoch 1 of 2" in info.text
+    rates = result.history.loc[result.history["phase"] == "scst", "learning_rate"].tolist()
+    assert rates == pytest.approx([1e-3 * 0.05] * 2, rel=1e-4)  # the floor from epoch 1 on
+
+
 _SCST_SCRIPT = r"""
 import json, sys, time
 from captioning.config import CaptionConfig

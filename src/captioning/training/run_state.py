@@ -46,9 +46,13 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val
 RESUMABLE = ("epochs", "early_stopping", "beam", "length_penalty", "max_decode_length",
              "strategy", "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate",
              "scst_epochs", "scst_samples", "scst_baseline", "scst_learning_rate",
+             "scst_lr_schedule",
              "encoder", "weights", "image_size", "features", "feature_dtype")
 # What the SCST phase starts from and how it samples: a state that differs is stale.
-SCST_ORIGIN = ("after_epoch", "fine_tune", "samples", "baseline", "learning_rate")
+SCST_ORIGIN = ("after_epoch", "fine_tune", "samples", "baseline", "learning_rate",
+               "lr_schedule")
+# What an SCST state from before an origin field existed did.
+_SCST_BEFORE_FIELD = {"lr_schedule": "constant"}
 
 
 def history_row(epoch: int, phase: str, logs: dict, learning_rate: float) -> dict:
@@ -205,14 +209,16 @@ class RunState:
         config = self.config
         return {"after_epoch": after_epoch, "fine_tune": config.fine_tune,
                 "samples": config.scst_samples, "baseline": config.scst_baseline,
-                "learning_rate": config.scst_learning_rate}
+                "learning_rate": config.scst_learning_rate,
+                "lr_schedule": config.scst_lr_schedule}
 
     def scst_stale(self, state: dict, after_epoch: int) -> str | None:
         """Why an SCST state no longer fits the run, or None when it does: the phases before
         it trained on since, or its sampling settings changed (`SCST_ORIGIN`)."""
         origin = self.scst_origin(after_epoch)
-        changed = [f"{key} {state.get(key)!r} -> {origin[key]!r}" for key in SCST_ORIGIN
-                   if state.get(key) != origin[key]]
+        saved = {key: state.get(key, _SCST_BEFORE_FIELD.get(key)) for key in SCST_ORIGIN}
+        changed = [f"{key} {saved[key]!r} -> {origin[key]!r}" for key in SCST_ORIGIN
+                   if saved[key] != origin[key]]
         if not changed:
             return None
         return (f"the phases before it or its settings changed since it started "

@@ -62,11 +62,14 @@ class ScstTrainer:
         features: the training images' features: an array `(images, *feature_shape)` (a
             memory map will do) or a function `features(indices) -> array`.
         config: the run's `CaptionConfig` (`scst_samples`, `scst_baseline`,
-            `scst_learning_rate`, `batch_size` captions per step, `max_decode_length`,
-            `clipnorm`, `seed`).
-        optimizer: the optimizer; default Adam at `scst_learning_rate`, clipped by
-            `clipnorm`. The training model is compiled with it (its cross-entropy phase
-            compilation is replaced).
+            `scst_learning_rate`, `scst_lr_schedule`, `batch_size` captions per step,
+            `max_decode_length`, `clipnorm`, `seed`).
+        optimizer: the optimizer; default Adam at `scst_learning_rate` (constant, or a
+            cosine decay over `decay_epochs` epochs' steps with `scst_lr_schedule`
+            "cosine"), clipped by `clipnorm`. The training model is compiled with it (its
+            cross-entropy phase compilation is replaced).
+        decay_epochs: the cosine schedule's length in epochs; default `scst_epochs` (a
+            resumed phase passes the length it started with).
         replicas: the strategy's replicas in sync. A step takes `batch_size // scst_samples`
             images (at least 1) per replica, so that it trains on about `batch_size`
             sampled captions per replica, as a cross-entropy step does.
@@ -75,7 +78,8 @@ class ScstTrainer:
     """
 
     def __init__(self, decoder, tokenizer, references, features, config, *, optimizer=None,
-                 replicas: int = 1, drop_remainder: bool = False):
+                 replicas: int = 1, drop_remainder: bool = False,
+                 decay_epochs: int | None = None):
         check_int("scst_samples", config.scst_samples, 2)
         check_choice("scst_baseline", config.scst_baseline, SCST_BASELINES)
         self.decoder, self.tokenizer, self.config = decoder, tokenizer, config
@@ -93,8 +97,11 @@ class ScstTrainer:
             decoder.step, start_id=tokenizer.start_id, end_id=tokenizer.end_id,
             pad_id=tokenizer.pad_id, max_length=min(config.max_decode_length, self.steps),
             seed=config.seed)
+        self.decay_epochs = int(config.scst_epochs if decay_epochs is None else decay_epochs)
+        check_int("decay_epochs", self.decay_epochs, 0)
         compile_for_scst(decoder.training, optimizer or make_optimizer(
-            config.scst_learning_rate, config.clipnorm))
+            config.scst_learning_rate, config.clipnorm, schedule=config.scst_lr_schedule,
+            decay_steps=len(self.batches(1)) * self.decay_epochs))
         # The step weighs the log-probability of each sampled word given the sampled words
         # before it: a scheduled-sampling layer must feed them unchanged.
         for layer in decoder.training.layers:

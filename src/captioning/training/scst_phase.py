@@ -74,9 +74,13 @@ def scst_phase(run_state: RunState, cache, decoder, tokenizer, train_table, val_
     references = train_table.groupby("image")["caption"].apply(list).loc[images].tolist()
     features, features_of = _features(run_state, cache, images, encoder, images_dir)
     with strategy.scope():
+        # A resumed cosine keeps the length it started with (more epochs: the final rate).
+        decay_epochs = int(state.get("decay_epochs", config.scst_epochs) if state
+                           else config.scst_epochs)
         trainer = ScstTrainer(decoder, tokenizer, references, features, config,
                               replicas=strategy.num_replicas_in_sync,
-                              drop_remainder=drops_remainder(strategy))
+                              drop_remainder=drops_remainder(strategy),
+                              decay_epochs=decay_epochs)
         model = decoder.training
         model.optimizer.build(model.trainable_variables)
         if done:
@@ -103,7 +107,7 @@ def scst_phase(run_state: RunState, cache, decoder, tokenizer, train_table, val_
         row = history_row(after_epoch + epoch, "scst", {**logs, "loss": None},
                           logs["learning_rate"])
         checkpoint.save(model, epoch, row, best_score=value if improved else None,
-                        **run_state.scst_origin(after_epoch))
+                        decay_epochs=decay_epochs, **run_state.scst_origin(after_epoch))
         run_state.write_history()
     best_epoch = int(checkpoint.state()["best_epoch"])
     model.load_weights(checkpoint.best_weights(best_epoch))
