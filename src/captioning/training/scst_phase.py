@@ -9,7 +9,8 @@ and the optimizer into `run/checkpoints/scst/`, keeps the best epoch by val CIDE
 training reward without validation images), and rewrites `history.csv` (`phase=scst` rows,
 numbered after the phases before). Killed at any moment, the same command resumes after the
 last finished SCST epoch; an SCST state made after other earlier epochs, or with other
-sampling settings, is stale and the phase starts over.
+sampling settings or learning rate (or its schedule), is stale and the phase starts over.
+A cosine schedule keeps the length it started with when `scst_epochs` is raised.
 
 Without fine-tuning the features are the cache's. After fine-tuning the encoder has changed,
 so the training images are encoded once with it into `run/checkpoints/scst/features-*.npy`
