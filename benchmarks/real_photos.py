@@ -53,9 +53,11 @@ METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 # The settings before this benchmark (tuned on synthetic shapes), and the cross-entropy ones
 # its sweep chose; both without SCST, whatever the defaults say.
 OLD = {"epochs": 12, "learning_rate": 2e-3, "lr_schedule": "cosine", "dropout": 0.1,
-       "early_stopping": 0, "monitor": "val_bleu_4", "val_images": 200, "scst_epochs": 0}
+       "early_stopping": 0, "monitor": "val_bleu_4", "val_images": 200, "scst_epochs": 0,
+       "units": 256}
 NEW = {"epochs": 12, "learning_rate": 2e-3, "lr_schedule": "cosine", "dropout": 0.5,
-       "early_stopping": 3, "monitor": "val_cider", "val_images": 500, "scst_epochs": 0}
+       "early_stopping": 3, "monitor": "val_cider", "val_images": 500, "scst_epochs": 0,
+       "units": 256}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +101,10 @@ CELLS = (
     Cell("pooled-real-scst-5e-4-cosine", Cache("real", "pooled"), "init_state",
          {**DEFAULTS, "scst_learning_rate": 5e-4, "scst_lr_schedule": "cosine"},
          "after, then SCST at lr 5e-4, cosine"),
+    Cell("pooled-real-units-512", Cache("real", "pooled"), "init_state",
+         {**DEFAULTS, "units": 512}, "after, 512 units, then SCST"),
+    Cell("pooled-real-finetune-4", Cache("real", "pooled"), "init_state",
+         {**DEFAULTS, "fine_tune": 4}, "after, fine-tuning the top 4 CNN layers, then SCST"),
     Cell("pooled-real-smoothing", Cache("real", "pooled"), "init_state",
          {**NEW, "label_smoothing": 0.1}, "after, label smoothing 0.1, cross-entropy only"),
     Cell("attention-real-new", Cache("real", "grid"), "attention", NEW, "after"),
@@ -163,6 +169,9 @@ SWEEP = tuple(
         ("new-scst-6-lr-5e-4-cosine", {**NEW, "scst_epochs": 6, "scst_learning_rate": 5e-4,
                                        "scst_lr_schedule": "cosine"},
          "the same, then 6 SCST epochs at lr 5e-4, cosine"),
+        ("new-finetune-4-scst", {**NEW, "fine_tune": 4, "scst_epochs": 6,
+                                 "scst_learning_rate": 2e-4},
+         "the same, 2 epochs fine-tuning the top 4 CNN layers, then 6 SCST epochs at lr 2e-4"),
         ("new-scst-6-lr-2e-4-greedy", {**NEW, "scst_epochs": 6, "scst_learning_rate": 2e-4,
                                        "scst_baseline": "greedy"},
          "the same, then 6 SCST epochs at lr 2e-4, greedy baseline"),
