@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", help="write the captions as COCO results JSON")
     p.add_argument("--per-image", help="write each image's caption and references as CSV")
     p.add_argument("--beam", type=int_at_least(1), default=1, help="beam width (1: greedy)")
+    p.add_argument("--images", help="caption the split from this folder of the cache's images "
+                   "with the release's encoder, not from the cached features (for a release "
+                   "whose encoder was fine-tuned)")
     _add_decoding_flags(p)
     spice = p.add_mutually_exclusive_group()
     spice.add_argument("--spice", dest="spice", action="store_true", default=True,
@@ -375,7 +378,9 @@ def _evaluate(args) -> int:
     scores = evaluate_release(args.release, args.cache, split=args.split, beam=args.beam,
                               predictions_path=args.predictions, per_image_path=args.per_image,
                               spice=args.spice, length_penalty=args.length_penalty,
-                              block_ngram_repeat=args.block_ngram_repeat)
+                              block_ngram_repeat=args.block_ngram_repeat,
+                              images_dir=args.images,
+                              progress=sys.stderr.isatty() and not args.quiet_logs)
     Path(args.json).write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n",
                                encoding="utf-8")
     if args.record:

@@ -1,16 +1,20 @@
 """Fine-tuning: the second phase trains from images with the top CNN layers unfrozen."""
 
+import json
+
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from captioning.errors import ConfigError
+from captioning.errors import CacheError, ConfigError
+from captioning.evaluation import evaluate_release
 from captioning.training.finetune import unfreeze_top
 from captioning.plots import plot_history
 from captioning.release.load import load_release
 from captioning.training.train import train
-from tests.helpers import tiny_config
+from tests.evaluation.helpers import needs_java
+from tests.helpers import run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +52,19 @@ def test_unfreeze_more_layers_than_the_cnn_has_is_refused(encoder):
         unfreeze_top(encoder, 0)
 
 
+FINE_TUNE_CONFIG = tiny_config(epochs=1, fine_tune=8, fine_tune_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(cache, tmp_path_factory):
+    """A run whose second phase fine-tuned the top 8 CNN layers (its `TrainResult`)."""
+    return train(cache, tmp_path_factory.mktemp("fine_tuned") / "run", FINE_TUNE_CONFIG,
+                 progress=False)
+
+
 @pytest.mark.slow
-def test_fine_tune_trains_from_images_and_exports_the_new_encoder(cache, tmp_path):
-    config = tiny_config(epochs=1, fine_tune=8, fine_tune_epochs=1)
-    result = train(cache, tmp_path / "run", config, progress=False)
+def test_fine_tune_trains_from_images_and_exports_the_new_encoder(cache, fine_tuned):
+    config, result = FINE_TUNE_CONFIG, fine_tuned
     release = load_release(result.run_dir)
     before = keras.saving.load_model(cache / "encoder.hdf5", safe_mode=True, compile=False)
     changed = [
@@ -74,3 +87,17 @@ def test_fine_tune_trains_from_images_and_exports_the_new_encoder(cache, tmp_pat
     pd.testing.assert_frame_equal(result.history.reset_index(drop=True), history)
     assert len(plot_history(result.run_dir).axes) == 3  # the notebook's plot reads it
 
+
+
+@pytest.mark.slow
+@needs_java
+def test_a_fine_tuned_release_is_scored_from_the_images_not_the_stale_cache(
+        cache, dataset, fine_tuned, tmp_path):
+    with pytest.raises(CacheError, match="another encoder.*--images .*images"):
+        evaluate_release(fine_tuned.run_dir, cache)
+    json_path = tmp_path / "scores.json"
+    code, _, err = run_cli("evaluate", "--release", fine_tuned.run_dir, "--cache", cache,
+                           "--images", dataset / "images", "--json", json_path, "--no-spice")
+    assert code == 0, err
+    scores = json.loads(json_path.read_text(encoding="utf-8"))
+    assert scores["n_images"] > 0 and scores["CIDEr"] >= 0 and scores["split"] == "test"
