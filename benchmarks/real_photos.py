@@ -274,8 +274,11 @@ def run_cell(cell: Cell, seed: int, beams, data: Path, work: Path, results: dict
             continue
         stem = f"{split}-beam{beam}" + "".join(f"-{name}-{value}" for name, value in cell.decode)
         scores_file = run / f"{stem}.json"
+        # A fine-tuned encoder computes other features than the cache's: from the images.
+        from_images = (["--images", data / "vi_photos" / "images"]
+                       if cell.settings.get("fine_tune") else [])
         cli("evaluate", "--release", run, "--cache", cache, "--split", split, "--beam", beam,
-            *flags(dict(cell.decode)), "--json", scores_file,
+            *from_images, *flags(dict(cell.decode)), "--json", scores_file,
             "--predictions", run / f"{stem}-captions.json", "--no-spice", log=log)
         scores = json.loads(scores_file.read_text(encoding="utf-8"))
         results[key] = {
