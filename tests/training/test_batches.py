@@ -10,6 +10,7 @@ from captioning.training.batches import (
     CachedFeatures,
     CaptionBatches,
     DecodedImages,
+    encode_images,
     usable_validation,
 )
 
@@ -108,3 +109,22 @@ def test_usable_validation_keeps_batches_that_hold_one(cache, caplog):
         assert usable_validation(batches, "training") is batches
         assert usable_validation(None, "training") is None
     assert caplog.text == ""
+
+
+def test_encode_images_calls_the_encoder_on_small_batches_in_order():
+    import keras
+
+    encoder = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.GlobalAveragePooling2D()])
+    names = [f"{i}.jpg" for i in range(70)]
+    asked = []
+
+    def pixels_of(part):
+        asked.append(len(part))
+        return np.stack([np.full((4, 4, 3), int(name[:-4]), "float16") for name in part])
+
+    features = encode_images(encoder, names, pixels_of, batch_size=32)
+    assert asked == [32, 32, 6]
+    assert features.dtype == np.float32 and features.shape == (70, 3)
+    np.testing.assert_array_equal(features[:, 0], np.arange(70))
+    with pytest.raises(ValueError, match="batch_size.*0"):
+        encode_images(encoder, names, pixels_of, batch_size=0)

@@ -17,7 +17,6 @@ import logging
 from pathlib import Path
 
 import keras
-from keras import ops
 
 from captioning.cache.identity import ENCODER_FILE
 from captioning.errors import CacheError, ConfigError
@@ -26,6 +25,7 @@ from captioning.release.load import load_model_file
 from captioning.training.batches import (
     CaptionBatches,
     check_training_batches,
+    encode_images,
     usable_validation,
 )
 from captioning.training.callbacks import BleuMonitor, EpochCheckpoint, ValidationBleu
@@ -135,8 +135,7 @@ def fine_tune(run, cache, decoder, tokenizer, config, images_dir=None, progress=
             "fine-tuning")
 
         def features_of(names):
-            return ops.convert_to_numpy(encoder(train_batches.fetch.pixels(names),
-                                                training=False))
+            return encode_images(encoder, names, train_batches.fetch.pixels)
 
         callbacks = [
             BleuMonitor(ValidationBleu(decoder.step, tokenizer, val_part, config), features_of,

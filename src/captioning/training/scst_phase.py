@@ -24,10 +24,9 @@ import hashlib
 import logging
 from pathlib import Path
 
-import keras
 import numpy as np
 
-from captioning.training.batches import load_pixels
+from captioning.training.batches import ENCODE_BATCH, encode_images, load_pixels
 from captioning.training.callbacks import ValidationBleu, ValidationScores
 from captioning.training.run_state import RunState, history_row
 from captioning.training.scst import ScstTrainer, describe, scst_epoch
@@ -35,9 +34,6 @@ from captioning.training.strategies import drops_remainder
 from captioning.utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
-
-# Images per encoder call when encoding with the fine-tuned encoder.
-_ENCODE_BATCH = 32
 
 
 def scst_phase(run_state: RunState, cache, decoder, tokenizer, train_table, val_table, *,
@@ -126,11 +122,7 @@ def _features(run_state: RunState, cache, images, encoder, images_dir):
     size = int(encoder.inputs[0].shape[1])
 
     def features_of(names):
-        parts = []
-        for start in range(0, len(names), _ENCODE_BATCH):
-            pixels = load_pixels(images_dir, names[start:start + _ENCODE_BATCH], size)
-            parts.append(keras.ops.convert_to_numpy(encoder(pixels, training=False)))
-        return np.concatenate(parts).astype(np.float32)
+        return encode_images(encoder, names, lambda part: load_pixels(images_dir, part, size))
 
     encoded = _encoded(run_state, encoder, images, features_of, cache.settings["dtype"])
     return encoded, features_of
@@ -154,9 +146,9 @@ def _encoded(run_state: RunState, encoder, images, features_of, dtype) -> np.nda
 
         def write(tmp):
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-            for start in range(0, len(images), _ENCODE_BATCH):
-                array[start:start + _ENCODE_BATCH] = features_of(
-                    images[start:start + _ENCODE_BATCH])
+            for start in range(0, len(images), ENCODE_BATCH):
+                array[start:start + ENCODE_BATCH] = features_of(
+                    images[start:start + ENCODE_BATCH])
             array.flush()
             del array
 
