@@ -89,3 +89,7 @@ def test_evaluate_release_from_images_names_the_unreadable_ones_and_keeps_the_re
     assert f"2 of the {len(names)} images of split 'test'" in message
     assert names[0] in message and names[1] in message and "predictions.json" in message
     assert sorted(read_predictions(predictions_path)) == names[2:]
+    with pytest.raises(ImageError) as raised:
+        evaluate_release(run, cache, images_dir=tmp_path / "nowhere")
+    assert f"{tmp_path / 'nowhere'} is not a folder" in str(raised.value)
+    assert str((dataset / "images").resolve()) in str(raised.value)

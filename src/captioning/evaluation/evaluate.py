@@ -77,6 +77,9 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
     cache = FeatureCache(cache_dir)
     if images_dir is None:
         _check_same_encoder(loaded, cache)
+    elif not Path(images_dir).is_dir():
+        raise ImageError(f"{images_dir} is not a folder; give the folder of the cache's images "
+                         f"({cache.manifest.get('images_dir') or 'the one it was made from'})")
     table = cache.captions()
     part = table[table["split"] == split]
     if part.empty:
