@@ -105,8 +105,8 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
         write_predictions(predictions_path, predictions)
     if per_image_path:
         write_per_image(per_image_path, predictions, references)
+    kept = ", ".join(str(path) for path in (predictions_path, per_image_path) if path)
     if failed:
-        kept = ", ".join(str(path) for path in (predictions_path, per_image_path) if path)
         named = "; ".join(f"{name}: {error}" for name, error in list(failed.items())[:3])
         raise ImageError(
             f"{len(failed)} of the {len(images)} images of split {split!r} could not be "
@@ -114,7 +114,6 @@ def evaluate_release(release, cache_dir, *, split="test", beam=1, predictions_pa
             "score needs every image of the split: give the folder that made the cache"
             + (f" (the others' captions are in {kept})" if kept else ""))
     if not java_available():
-        kept = ", ".join(str(path) for path in (predictions_path, per_image_path) if path)
         require_java(f"The {len(predictions)} captions are in {kept}.")
     scores, per_image = coco_scores(predictions, references, spice=spice, return_per_image=True,
                                     tokenizer=tokenizer)
