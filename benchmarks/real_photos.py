@@ -20,7 +20,9 @@ both settings alike).
 `--sweep` measures the training defaults instead (dropout, learning rate and its schedule,
 epochs and early stopping) without touching `val`: it splits `train` by a hash of the image
 name into 2,000-odd training images and a `dev` part that plays `val`'s role (and the real
-`val` becomes `test`, unused), caches that once, and scores `dev`.
+`val` becomes `test`), caches that once, and scores `dev`. `--sweep --split test` scores the
+same runs on `test`, the real `val`, which neither their training nor their epoch choice saw:
+the held-out measurement of a setting, once `dev` has chosen it.
 
 Every command goes through the CLI, under `nice`. Finished cells are kept in
 `WORK/results.json` (`WORK/sweep.json` for `--sweep`) and skipped on the next run, so an
@@ -250,7 +252,9 @@ def flags(settings: dict) -> list:
 def run_cell(cell: Cell, seed: int, beams, data: Path, work: Path, results: dict,
              results_file: Path, split: str) -> None:
     """Trains the cell's run (or resumes it) and scores `split` with each beam width."""
-    keys = {beam: f"{cell.name}/s{seed}/beam{beam}" for beam in beams}
+    # Rows of the monitored split keep their first keys; other splits are named in theirs.
+    tail = "" if split == "val" else f"/{split}"
+    keys = {beam: f"{cell.name}/s{seed}/beam{beam}{tail}" for beam in beams}
     for key in keys.values():  # scored before `coco_scores` named its tokenizer: again
         if key in results and not results[key].get("tokenizer"):
             del results[key]
@@ -282,7 +286,7 @@ def run_cell(cell: Cell, seed: int, beams, data: Path, work: Path, results: dict
             "--predictions", run / f"{stem}-captions.json", "--no-spice", log=log)
         scores = json.loads(scores_file.read_text(encoding="utf-8"))
         results[key] = {
-            "cell": cell.name, "seed": seed, "beam": beam, "label": cell.label,
+            "cell": cell.name, "seed": seed, "beam": beam, "split": split, "label": cell.label,
             "features": cell.cache.features, "weights": cell.cache.weights,
             "conditioning": cell.conditioning, "settings": cell.settings,
             "decode": dict(cell.decode),
@@ -322,8 +326,8 @@ def _mean(rows, name):
     return statistics.mean(row[name] for row in rows)
 
 
-def table(results: dict, cells, beams, title: str) -> str:
-    """The Markdown table of the finished cells, the mean over seeds."""
+def table(results: dict, cells, beams, title: str, split: str = "val") -> str:
+    """The Markdown table of the finished cells scored on `split`, the mean over seeds."""
     lines = [title, "",
              "| features | conditioning | weights | settings | decoding | " + " | ".join(METRICS)
              + " | best epoch / run | seeds |",
@@ -331,7 +335,8 @@ def table(results: dict, cells, beams, title: str) -> str:
     for cell in cells:
         for beam in beams:
             rows = [row for key, row in results.items()
-                    if row["cell"] == cell.name and row["beam"] == beam]
+                    if row["cell"] == cell.name and row["beam"] == beam
+                    and row.get("split", "val") == split]
             if not rows:
                 continue
             scores = " | ".join(f"{_mean(rows, name):.3f}" for name in METRICS)
@@ -353,7 +358,7 @@ def patience_lines(results: dict) -> str:
     else val_bleu_4) needed to reach its best epoch."""
     lines = []
     for key, row in sorted(results.items()):
-        if row["beam"] != 1 or row.get("decode"):
+        if row["beam"] != 1 or row.get("decode") or row.get("split", "val") != "val":
             continue
         name = "val_cider" if row.get("val_cider") else "val_bleu_4"
         curve = " ".join(f"{value:.3f}" for value in row[name])
@@ -376,6 +381,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--beams", type=int, nargs="+", default=None,
                         help="beam widths to score (default: 1 3; --sweep: 1)")
+    parser.add_argument("--split", choices=("val", "test"), default="val",
+                        help="with --sweep: score dev (val, the default) or the real val "
+                             "(test), which the runs never saw")
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args()
     data = args.data or default_data_dir()
@@ -393,17 +401,22 @@ def main():
     results_file = work / ("sweep.json" if args.sweep else "results.json")
     results = (json.loads(results_file.read_text(encoding="utf-8"))
                if results_file.exists() else {})
-    split = "val"  # in the dev cache, `val` is the dev part of train
+    if args.split == "test" and not args.sweep:
+        sys.exit("--split test scores the --sweep runs on the real val; add --sweep")
+    split = args.split  # in the dev cache, `val` is the dev part of train, `test` the real val
     for cell in cells:
         for seed in args.seeds:
             run_cell(cell, seed, beams, data, work, results, results_file, split)
     if results_file.exists():  # with what benchmarks beside this one added
         results = json.loads(results_file.read_text(encoding="utf-8"))
     every = SWEEP if args.sweep else CELLS
-    title = ("Sweep: pooled + init_state, real weights, trained on 7/8 of `train`, scored on "
-             "the other 1/8 (dev), greedy:" if args.sweep else
+    scored = ("the other 1/8 (dev)" if split == "val" else
+              "the real `val` (325 photographs), which neither training nor the epoch choice saw")
+    title = (f"Sweep: pooled + init_state, real weights, trained on 7/8 of `train`, scored on "
+             f"{scored}, greedy:" if args.sweep else
              "vi_photos `val` (325 photographs), MobileNetV2 at 224 px, GRU 256:")
-    text = table(results, every, sorted({row["beam"] for row in results.values()}), title)
+    text = table(results, every, sorted({row["beam"] for row in results.values()}), title,
+                 split)
     text += "\n" + patience_lines(results)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
