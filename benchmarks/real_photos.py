@@ -89,24 +89,27 @@ class Cell:
         return self.trains or self.name
 
 
-# Today's defaults: the cross-entropy settings above, then 6 SCST epochs at lr 2e-4.
-DEFAULTS = {**NEW, "scst_epochs": 6, "scst_learning_rate": 2e-4}
+# The cross-entropy settings above, then 6 SCST epochs at lr 2e-4: the defaults until
+# session nine (2026-12-07), which made them 10 SCST epochs (today's defaults).
+SCST_6 = {**NEW, "scst_epochs": 6, "scst_learning_rate": 2e-4}
+DEFAULTS = {**SCST_6, "scst_epochs": 10}
 
 CELLS = (
     Cell("pooled-real-old", Cache("real", "pooled"), "init_state", OLD, "before"),
     Cell("pooled-real-new", Cache("real", "pooled"), "init_state", NEW,
          "after, cross-entropy only"),
     Cell("pooled-real-default", Cache("real", "pooled"), "init_state", DEFAULTS,
-         "after, then SCST (the defaults)"),
-    Cell("pooled-real-scst-10", Cache("real", "pooled"), "init_state",
-         {**DEFAULTS, "scst_epochs": 10}, "after, then 10 SCST epochs"),
+         "after, then 10 SCST epochs (the defaults)"),
+    Cell("pooled-real-scst-6", Cache("real", "pooled"), "init_state", SCST_6,
+         "after, then 6 SCST epochs (the defaults until 2026-12-07)"),
     Cell("pooled-real-scst-5e-4-cosine", Cache("real", "pooled"), "init_state",
-         {**DEFAULTS, "scst_learning_rate": 5e-4, "scst_lr_schedule": "cosine"},
-         "after, then SCST at lr 5e-4, cosine"),
+         {**SCST_6, "scst_learning_rate": 5e-4, "scst_lr_schedule": "cosine"},
+         "after, then 6 SCST epochs at lr 5e-4, cosine"),
     Cell("pooled-real-units-512", Cache("real", "pooled"), "init_state",
-         {**DEFAULTS, "units": 512}, "after, 512 units, then SCST"),
+         {**SCST_6, "units": 512}, "after, 512 units, then 6 SCST epochs"),
     Cell("pooled-real-finetune-4", Cache("real", "pooled"), "init_state",
-         {**DEFAULTS, "fine_tune": 4}, "after, fine-tuning the top 4 CNN layers, then SCST"),
+         {**SCST_6, "fine_tune": 4},
+         "after, fine-tuning the top 4 CNN layers, then 6 SCST epochs"),
     Cell("pooled-real-smoothing", Cache("real", "pooled"), "init_state",
          {**NEW, "label_smoothing": 0.1}, "after, label smoothing 0.1, cross-entropy only"),
     Cell("attention-real-new", Cache("real", "grid"), "attention", NEW, "after"),

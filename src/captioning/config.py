@@ -143,7 +143,7 @@ class CaptionConfig:
     fine_tune_learning_rate: float = _setting(1e-4, "learning rate of the fine-tuning phase")
 
     # --- self-critical sequence training (SCST): a last phase that maximises CIDEr-D ---
-    scst_epochs: int = _setting(6, "epochs of SCST after cross-entropy (and fine-tuning), "
+    scst_epochs: int = _setting(10, "epochs of SCST after cross-entropy (and fine-tuning), "
                                 "each costing about 2 cross-entropy epochs; 0 skips it")
     scst_samples: int = _setting(5, "captions sampled per image each SCST step, at least 2")
     scst_baseline: str = _setting("mean", "SCST baseline: the mean of the other samples' "

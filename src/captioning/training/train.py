@@ -9,7 +9,7 @@ and at every epoch end it greedy-decodes a fixed validation subset for `val_cide
 last finished epoch. The best epoch by `config.monitor` (val CIDEr-D by default) is what
 gets exported. With
 `config.fine_tune` the fine-tuning phase (`captioning.training.finetune`) follows; with
-`config.scst_epochs` (6 by default) the SCST phase (`captioning.training.scst_phase`) comes
+`config.scst_epochs` (10 by default) the SCST phase (`captioning.training.scst_phase`) comes
 last, and its best epoch by val CIDEr-D is what gets exported.
 
 `history.csv` is always rewritten from the checkpoints' state (the first phase's, then the
