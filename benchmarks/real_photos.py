@@ -14,8 +14,9 @@ The encoder is `keras.applications.MobileNetV2` (alpha 1.0, 224 px) with the rea
 weights of `shared/data/weights/`. Each of the four caches (real or random weights, pooled
 or grid) is made once. Each run picks its best epoch (and stops early) by its own settings'
 monitor: `val_bleu_4` on 200 `val` images before the sweep, val CIDEr-D on all of them after;
-the scores are on all 325 (so the epoch choice has seen the images it is scored on, for
-both settings alike).
+the scores are on all 325 (so the epoch choice has seen the images it is scored on, which
+favours the settings whose score swings more between epochs; `--sweep --split test` measures
+without that choice).
 
 `--sweep` measures the training defaults instead (dropout, learning rate and its schedule,
 epochs and early stopping) without touching `val`: it splits `train` by a hash of the image
