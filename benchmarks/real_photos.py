@@ -15,15 +15,15 @@ weights of `shared/data/weights/`. Each of the four caches (real or random weigh
 or grid) is made once. Each run picks its best epoch (and stops early) by its own settings'
 monitor: `val_bleu_4` on 200 `val` images before the sweep, val CIDEr-D on all of them after;
 the scores are on all 325 (so the epoch choice has seen the images it is scored on, which
-favours the settings whose score swings more between epochs; `--sweep --split test` measures
-without that choice).
+favours the settings whose score swings more between epochs; `--sweep` measures without
+that choice on `test`).
 
 `--sweep` measures the training defaults instead (dropout, learning rate and its schedule,
 epochs and early stopping) without touching `val`: it splits `train` by a hash of the image
 name into 2,000-odd training images and a `dev` part that plays `val`'s role (and the real
-`val` becomes `test`), caches that once, and scores `dev`. `--sweep --split test` scores the
-same runs on `test`, the real `val`, which neither their training nor their epoch choice saw:
-the held-out measurement of a setting, once `dev` has chosen it.
+`val` becomes `test`), caches that once, and scores `dev` and then `test`, the real `val`,
+which neither the runs' training nor their epoch choice saw: the held-out measurement of a
+setting, once `dev` has chosen it (`--split val` or `--split test` scores one of them).
 
 Every command goes through the CLI, under `nice`. Finished cells are kept in
 `WORK/results.json` (`WORK/sweep.json` for `--sweep`) and skipped on the next run, so an
@@ -254,11 +254,13 @@ def flags(settings: dict) -> list:
 
 
 def run_cell(cell: Cell, seed: int, beams, data: Path, work: Path, results: dict,
-             results_file: Path, split: str) -> None:
-    """Trains the cell's run (or resumes it) and scores `split` with each beam width."""
+             results_file: Path, splits=("val",)) -> None:
+    """Trains the cell's run (or resumes it) and scores each of `splits` with each beam
+    width."""
     # Rows of the monitored split keep their first keys; other splits are named in theirs.
-    tail = "" if split == "val" else f"/{split}"
-    keys = {beam: f"{cell.name}/s{seed}/beam{beam}{tail}" for beam in beams}
+    keys = {(beam, split): f"{cell.name}/s{seed}/beam{beam}" + ("" if split == "val" else
+                                                                f"/{split}")
+            for split in splits for beam in beams}
     for key in keys.values():  # scored before `coco_scores` named its tokenizer: again
         if key in results and not results[key].get("tokenizer"):
             del results[key]
@@ -277,7 +279,7 @@ def run_cell(cell: Cell, seed: int, beams, data: Path, work: Path, results: dict
     bleu = [float(row["val_bleu_4"]) for row in history]
     cider = [float(row["val_cider"]) for row in history if row.get("val_cider")]
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
-    for beam, key in keys.items():
+    for (beam, split), key in keys.items():
         if key in results:
             continue
         stem = f"{split}-beam{beam}" + "".join(f"-{name}-{value}" for name, value in cell.decode)
@@ -385,9 +387,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--beams", type=int, nargs="+", default=None,
                         help="beam widths to score (default: 1 3; --sweep: 1)")
-    parser.add_argument("--split", choices=("val", "test"), default="val",
-                        help="with --sweep: score dev (val, the default) or the real val "
-                             "(test), which the runs never saw")
+    parser.add_argument("--split", choices=("val", "test"), nargs="+", default=None,
+                        help="with --sweep: score dev (val) and/or the real val (test), which "
+                             "the runs never saw; default both (without --sweep: val)")
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args()
     data = args.data or default_data_dir()
@@ -405,23 +407,26 @@ def main():
     results_file = work / ("sweep.json" if args.sweep else "results.json")
     results = (json.loads(results_file.read_text(encoding="utf-8"))
                if results_file.exists() else {})
-    if args.split == "test" and not args.sweep:
+    if args.split and "test" in args.split and not args.sweep:
         sys.exit("--split test scores the --sweep runs on the real val; add --sweep")
-    split = args.split  # in the dev cache, `val` is the dev part of train, `test` the real val
+    # In the dev cache `val` is the dev part of train and `test` the real val.
+    splits = tuple(args.split or (("val", "test") if args.sweep else ("val",)))
     for cell in cells:
         for seed in args.seeds:
-            run_cell(cell, seed, beams, data, work, results, results_file, split)
+            run_cell(cell, seed, beams, data, work, results, results_file, splits)
     if results_file.exists():  # with what benchmarks beside this one added
         results = json.loads(results_file.read_text(encoding="utf-8"))
     every = SWEEP if args.sweep else CELLS
-    scored = ("the other 1/8 (dev)" if split == "val" else
-              "the real `val` (325 photographs), which neither training nor the epoch choice saw")
-    title = (f"Sweep: pooled + init_state, real weights, trained on 7/8 of `train`, scored on "
-             f"{scored}, greedy:" if args.sweep else
-             "vi_photos `val` (325 photographs), MobileNetV2 at 224 px, GRU 256:")
-    text = table(results, every, sorted({row["beam"] for row in results.values()}), title,
-                 split)
-    text += "\n" + patience_lines(results)
+    beams_scored = sorted({row["beam"] for row in results.values()})
+    text = ""
+    for split in splits:
+        scored = ("the other 1/8 (dev)" if split == "val" else "the real `val` (325 "
+                  "photographs), which neither training nor the epoch choice saw")
+        title = (f"Sweep: pooled + init_state, real weights, trained on 7/8 of `train`, scored "
+                 f"on {scored}, greedy:" if args.sweep else
+                 "vi_photos `val` (325 photographs), MobileNetV2 at 224 px, GRU 256:")
+        text += table(results, every, beams_scored, title, split) + "\n"
+    text += patience_lines(results)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
     print(text)
