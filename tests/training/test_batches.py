@@ -2,6 +2,7 @@
 
 import logging
 
+import keras
 import numpy as np
 import pytest
 
@@ -112,8 +113,6 @@ def test_usable_validation_keeps_batches_that_hold_one(cache, caplog):
 
 
 def test_encode_images_calls_the_encoder_on_small_batches_in_order():
-    import keras
-
     encoder = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.GlobalAveragePooling2D()])
     names = [f"{i}.jpg" for i in range(70)]
     asked = []
